@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 from collections.abc import Sequence
@@ -105,7 +104,8 @@ class ThemeModel:
         n_components: int = 5,
         min_dist: float = 0.0,
         min_cluster_size: int | str = "auto",
-        min_samples: int | None = None,
+        min_samples: int | None = 5,
+        merge_threshold: float | None = 0.8,
         top_n_words: int = 10,
         n_representatives: int = 3,
         stop_words: Sequence[str] = (),
@@ -118,6 +118,7 @@ class ThemeModel:
         self.min_dist = min_dist
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
+        self.merge_threshold = merge_threshold
         self.top_n_words = top_n_words
         self.n_representatives = n_representatives
         self.stop_words = stop_words
@@ -132,6 +133,7 @@ class ThemeModel:
             "min_dist": self.min_dist,
             "min_cluster_size": self.min_cluster_size,
             "min_samples": self.min_samples,
+            "merge_threshold": self.merge_threshold,
             "top_n_words": self.top_n_words,
             "n_representatives": self.n_representatives,
             "stop_words": list(self.stop_words),
@@ -200,8 +202,15 @@ class ThemeModel:
         topics, _ = topic_model.fit_transform(lemmas, embeddings)
         topics = np.asarray(topics)
         self.n_outliers_before_ = int((topics < 0).sum())
+        changed = False
         if self.reduce_outliers and (topics >= 0).any() and (topics < 0).any():
             topics = self._reassign_outliers(embeddings, topics)
+            changed = True
+        if self.merge_threshold is not None and len(np.unique(topics[topics >= 0])) > 1:
+            merged = merge_similar(embeddings, topics, self.merge_threshold)
+            changed = changed or not np.array_equal(merged, topics)
+            topics = merged
+        if changed:
             topic_model.update_topics(
                 lemmas,
                 topics=topics.tolist(),
@@ -353,6 +362,29 @@ class ThemeModel:
         return model
 
 
+def merge_similar(embeddings: np.ndarray, topics: np.ndarray, threshold: float) -> np.ndarray:
+    """Merge themes whose centroids are at least `threshold` cosine-similar.
+
+    Average-linkage clustering of theme centroids; merged themes take the smallest id and
+    ids are then renumbered 0..k-1 by size (largest first). Outliers (-1) stay -1.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    ids = np.unique(topics[topics >= 0])
+    centroids = l2_normalise(np.stack([embeddings[topics == t].mean(0) for t in ids]))
+    groups = fcluster(
+        linkage(centroids, method="average", metric="cosine"),
+        t=1.0 - threshold,
+        criterion="distance",
+    )
+    to_group = dict(zip(ids.tolist(), groups.tolist(), strict=True))
+    grouped = np.array([to_group.get(int(t), -1) if t >= 0 else -1 for t in topics])
+    sizes = {g: int((grouped == g).sum()) for g in set(groups.tolist())}
+    order = sorted(sizes, key=lambda g: (-sizes[g], g))
+    renumber = {g: i for i, g in enumerate(order)}
+    return np.array([renumber[g] if g >= 0 else -1 for g in grouped], dtype=np.int64)
+
+
 def make_label(keywords: Sequence[str], *, n: int = 4) -> str:
     """A readable label from keywords: distinct words/phrases, e.g. 'Fall, floor, bed'."""
     chosen: list[str] = []
@@ -397,4 +429,3 @@ def _versions() -> dict[str, str]:
 
 
 __all__ = ["Theme", "ThemeModel", "auto_min_cluster_size", "load_stop_words", "make_label"]
-_ = math

@@ -113,7 +113,9 @@ class ThemeSettings(_Section):
     umap_min_dist: float = 0.0
     min_cluster_size: int | Literal["auto"] = "auto"
     """`auto` scales with the number of records (about 0.5%, at least 10)."""
-    min_samples: int | None = None
+    min_samples: int | None = 5
+    merge_threshold: float | None = 0.8
+    """Themes whose centroids are this cosine-similar are merged (None = never)."""
     outlier_threshold: float = 0.0
     """Similarity below which a reassigned outlier stays an outlier (0 = reassign all)."""
     top_n_words: int = 10

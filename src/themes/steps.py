@@ -259,6 +259,7 @@ def build_theme_model(settings: Settings) -> Any:
         min_dist=t.umap_min_dist,
         min_cluster_size=t.min_cluster_size,
         min_samples=t.min_samples,
+        merge_threshold=t.merge_threshold,
         top_n_words=t.top_n_words,
         n_representatives=t.n_representatives,
         stop_words=load_stop_words(t.stop_words_file),

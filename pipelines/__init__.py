@@ -1,0 +1,1 @@
+"""Prefect flows. Thin wiring only: every step is a function in `themes`."""

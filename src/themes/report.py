@@ -1,0 +1,72 @@
+"""Human-readable summaries of runs (Prefect artifact, CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_summary_markdown(summary: dict[str, Any]) -> str:
+    """A markdown summary of a nightly run: records in, quarantined, themes and changes."""
+    lines = [
+        f"# Nightly themes run `{summary.get('run_id', '?')[:8]}`: {summary.get('status')}",
+        "",
+    ]
+    ingest = summary.get("ingest") or {}
+    files = ingest.get("files", [])
+    if files:
+        lines += [
+            "## Records in",
+            "",
+            "| file | source | rows | new | updated | unchanged | quarantined |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for f in files:
+            note = " (already ingested)" if f.get("skipped_unchanged_file") else ""
+            lines.append(
+                f"| {f['file']}{note} | {f['source']} | {f['n_rows']} | {f['inserted']} | "
+                f"{f['updated']} | {f['unchanged']} | {f['quarantined']} |"
+            )
+        reasons: dict[str, int] = {}
+        for f in files:
+            for reason, n in f.get("reasons", {}).items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        if reasons:
+            lines += [
+                "",
+                "Quarantined by reason: " + ", ".join(f"{r}: {n}" for r, n in reasons.items()),
+            ]
+    else:
+        lines += ["No new exports in the drop folder."]
+    for err in ingest.get("errors", []):
+        lines += ["", f"**Error:** {err}"]
+    clean = summary.get("clean") or {}
+    if clean:
+        ids = clean.get("identifiers_replaced", {})
+        lines += [
+            "",
+            "## De-identification",
+            "",
+            f"{clean.get('cleaned', 0)} narratives cleaned; identifiers replaced: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(ids.items())) or "none"),
+        ]
+    themes = (summary.get("themes") or {}).get("themes")
+    if themes:
+        lines += [
+            "",
+            "## Themes",
+            "",
+            f"- {'Refit' if themes['refit'] else 'Assigned to existing themes'}: "
+            f"{themes['reason']}",
+            f"- Model `{themes['model_id']}` with {themes['n_themes']} themes",
+            f"- Records (re)assigned this run: {themes['assigned']}",
+            f"- Newly embedded texts: {summary['themes'].get('embedded', 0)}",
+        ]
+        if themes["refit"]:
+            lines.append(
+                f"- Outliers before reassignment: {themes.get('outliers_before_reassignment', 0)}"
+            )
+    totals = summary.get("totals")
+    if totals:
+        lines += ["", "## Store totals", ""]
+        lines += [f"- {k}: {v}" for k, v in totals.items()]
+    return "\n".join(lines) + "\n"
