@@ -1,0 +1,52 @@
+"""Shared fixtures. Tests never reach the network and use data the project generates."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _project_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative config paths (config/...) resolve against the project root."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("THEMES_CONFIG", raising=False)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Settings with every writable path inside tmp_path."""
+    from themes.settings import load_settings
+
+    monkeypatch.setenv("THEMES_PATHS__DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("THEMES_PATHS__DROP_FOLDER", str(tmp_path / "var" / "drop"))
+    monkeypatch.setenv("THEMES_PATHS__MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("THEMES_PATHS__REPORTS_DIR", str(tmp_path / "var" / "reports"))
+    return load_settings()
+
+
+@pytest.fixture
+def store(settings):  # noqa: ANN001, ANN201
+    from themes.steps import open_store
+
+    s = open_store(settings)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private Prefect home so flow tests never touch ~/.prefect."""
+    home = tmp_path_factory.mktemp("prefect")
+    os.environ["PREFECT_HOME"] = str(home)
+    return home
