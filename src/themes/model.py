@@ -188,7 +188,6 @@ class ThemeModel:
         vectorizer = CountVectorizer(
             stop_words=list(self.stop_words) or "english",
             ngram_range=(1, 2),
-            min_df=2 if n >= 50 else 1,
             token_pattern=r"(?u)\b[a-z][a-z]+\b",
         )
         topic_model = BERTopic(
