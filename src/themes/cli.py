@@ -300,7 +300,11 @@ def evaluate(
         if limit:
             texts, labels = texts[:limit], labels[:limit]
         if deidentify:
-            texts = _clean_texts(settings, texts)
+            with _progress() as bar:
+                task = bar.add_task("de-identify", total=len(texts))
+                texts = steps.clean_texts_for_evaluation(
+                    settings, texts, progress=lambda _s, done, _t: bar.update(task, completed=done)
+                )
         embedder = SentenceTransformerEmbedder(settings.embed)
         with _progress() as bar:
             task = bar.add_task("embed", total=len(texts))
@@ -334,22 +338,6 @@ def evaluate(
             f"{m['seconds']:.0f}",
         )
     console.print(table)
-
-
-def _clean_texts(settings: Any, texts: list[str]) -> list[str]:
-    from themes.clean import TextCleaner
-    from themes.deidentify import Deidentifier
-
-    cleaner = TextCleaner(settings.clean)
-    deid = Deidentifier(settings.deidentify)
-    out: list[str] = []
-    with _progress() as bar:
-        task = bar.add_task("de-identify", total=len(texts))
-        for start in range(0, len(texts), 512):
-            batch = [cleaner.normalise(t) for t in texts[start : start + 512]]
-            out += [cleaner.expand(r.text) for r in deid.deidentify(batch)]
-            bar.advance(task, len(batch))
-    return out
 
 
 @app.command()

@@ -137,6 +137,35 @@ def pending_clean(store: Store) -> list[tuple[str, str, str]]:
         return [tuple(r) for r in conn.execute(q)]
 
 
+def clean_batch(
+    cleaner: Any, deidentifier: Any, texts: Sequence[str]
+) -> list[tuple[str, dict[str, int]]]:
+    """Normalise -> de-identify -> expand abbreviations; returns (clean text, counts by type)."""
+    results = deidentifier.deidentify([cleaner.normalise(t) for t in texts])
+    out = []
+    for res in results:
+        counts: dict[str, int] = {}
+        for _, _, etype in res.entities:
+            counts[etype] = counts.get(etype, 0) + 1
+        out.append((cleaner.expand(res.text), counts))
+    return out
+
+
+def clean_texts_for_evaluation(
+    settings: Settings, texts: Sequence[str], *, progress: Progress = _noop
+) -> list[str]:
+    """Clean and de-identify texts that are not in the store (evaluation, benchmarks)."""
+    from themes.clean import TextCleaner
+    from themes.deidentify import Deidentifier
+
+    cleaner, deid = TextCleaner(settings.clean), Deidentifier(settings.deidentify)
+    out: list[str] = []
+    for start in range(0, len(texts), CLEAN_BATCH):
+        out += [t for t, _ in clean_batch(cleaner, deid, texts[start : start + CLEAN_BATCH])]
+        progress("clean", len(out), len(texts))
+    return out
+
+
 def clean_pending(
     store: Store,
     cleaner: Any,
@@ -155,16 +184,12 @@ def clean_pending(
     progress("clean", 0, len(todo))
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        normalised = [cleaner.normalise(narrative) for _, narrative, _ in batch]
-        results = deidentifier.deidentify(normalised)
+        cleaned = clean_batch(cleaner, deidentifier, [narrative for _, narrative, _ in batch])
         now = utcnow()
         rows = []
-        for (rid, _, raw_hash), res in zip(batch, results, strict=True):
-            text = cleaner.expand(res.text)
-            counts: dict[str, int] = {}
-            for _, _, etype in res.entities:
-                counts[etype] = counts.get(etype, 0) + 1
-                entity_totals[etype] = entity_totals.get(etype, 0) + 1
+        for (rid, _, raw_hash), (text, counts) in zip(batch, cleaned, strict=True):
+            for etype, n in counts.items():
+                entity_totals[etype] = entity_totals.get(etype, 0) + n
             rows.append(
                 {
                     "record_id": rid,

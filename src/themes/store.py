@@ -211,9 +211,21 @@ class Store:
             conn.execute(stmt)
 
     # -- runs ------------------------------------------------------------------------
-    def start_run(self, run_id: str) -> None:
+    def start_run(self, run_id: str) -> int:
+        """Record a new run; runs left 'running' by a killed process become 'interrupted'.
+
+        Call only while holding the run lock. Returns how many stale runs were closed.
+        """
         with self.begin() as conn:
+            stale = conn.execute(
+                runs.update()
+                .where(runs.c.status == "running")
+                .values(status="interrupted", finished_at=utcnow())
+            ).rowcount
             conn.execute(runs.insert().values(run_id=run_id, started_at=utcnow(), status="running"))
+        if stale:
+            log.warning("%d earlier run(s) were interrupted; their work is resumed now", stale)
+        return stale
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         with self.begin() as conn:

@@ -1,0 +1,127 @@
+"""Theme quality against human labels: the project's method vs BERTopic defaults.
+
+Both methods are fitted on the same (de-identified) texts and the same embeddings.
+
+1. NHS Friends and Family Test comments (../shared/data/fft_feedback_v6_labelled.csv):
+   rows with text and exactly one label. Skipped with a message if the file is absent.
+2. The synthetic demo data: planted themes as labels.
+
+    python benchmarks/bench_themes.py [--demo-records 3000] [--skip-fft]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _common import SHARED_DATA, md_table, write_result  # noqa: E402
+from themes import steps  # noqa: E402
+from themes.embed import SentenceTransformerEmbedder  # noqa: E402
+from themes.evaluate import as_rows, compare, load_labelled  # noqa: E402
+from themes.settings import load_settings  # noqa: E402
+
+FFT = SHARED_DATA / "fft_feedback_v6_labelled.csv"
+TARGETS = {"nmi": 0.50, "ari": 0.60, "outlier_share": 0.05}
+
+
+def run_dataset(name: str, texts: list[str], labels: list[str], settings) -> dict:  # noqa: ANN001
+    t0 = time.perf_counter()
+    clean = steps.clean_texts_for_evaluation(settings, texts)
+    clean_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vectors = SentenceTransformerEmbedder(settings.embed).encode(clean)
+    embed_s = time.perf_counter() - t0
+    scores = compare(clean, labels, vectors, steps.build_theme_model(settings), seed=42)
+    return {
+        "dataset": name,
+        "rows": len(texts),
+        "labels": len(set(labels)),
+        "clean_s": round(clean_s, 1),
+        "embed_s": round(embed_s, 1),
+        "methods": as_rows(scores),
+    }
+
+
+def demo_dataset(n: int) -> tuple[list[str], list[str]]:
+    from themes.demo import generate_demo
+    from themes.ingest import map_records, read_export
+    from themes.records import load_mapping
+
+    out = Path(tempfile.mkdtemp(prefix="themes-bench-"))
+    manifest = generate_demo(out, seed=3, n_records=n, messy=False)
+    with manifest.labels_path.open(encoding="utf-8") as f:
+        truth = {r["record_id"]: r["theme"] for r in csv.DictReader(f)}
+    texts, labels = [], []
+    sources = {"incident": "datix_incident", "complaint": "complaints", "claim": "claims"}
+    for kind, path in manifest.files.items():
+        mapping = load_mapping(Path("config/sources"), sources[kind])
+        for rec in map_records(read_export(path), mapping, file=str(path)).records:
+            texts.append(rec.narrative)
+            labels.append(truth[rec.record_id])
+    return texts, labels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--demo-records", type=int, default=3000)
+    ap.add_argument("--skip-fft", action="store_true")
+    args = ap.parse_args()
+    os.chdir(Path(__file__).resolve().parents[1])
+    settings = load_settings()
+    results = []
+    notes = []
+    if args.skip_fft:
+        notes.append("FFT skipped (--skip-fft).")
+    elif not FFT.is_file():
+        notes.append(f"FFT skipped: {FFT} not found.")
+        print(notes[-1])
+    else:
+        texts, labels, skipped = load_labelled(
+            FFT, text_column="FFT answer", one_hot_start="Not assigned"
+        )
+        res = run_dataset("NHS FFT comments (one label)", texts, labels, settings)
+        res["skipped"] = skipped
+        results.append(res)
+    texts, labels = demo_dataset(args.demo_records)
+    results.append(run_dataset(f"demo data ({args.demo_records} records)", texts, labels, settings))
+    rows = []
+    for res in results:
+        for m in res["methods"]:
+            rows.append(
+                [
+                    res["dataset"],
+                    res["rows"],
+                    m["method"],
+                    f"{m['nmi']:.3f}",
+                    f"{m['ari']:.3f}",
+                    f"{m['outlier_share']:.1%}",
+                    m["n_themes"],
+                    f"{m['seconds']:.0f}",
+                ]
+            )
+    md = "\n".join(
+        [
+            "# Theme quality against labels",
+            "",
+            md_table(["data", "rows", "method", "NMI", "ARI", "outliers", "themes", "fit s"], rows),
+            "",
+            f"Targets (FFT): NMI ≥ {TARGETS['nmi']}, ARI ≥ {TARGETS['ari']}, "
+            f"outliers ≤ {TARGETS['outlier_share']:.0%}.",
+            "Both methods use the same de-identified texts and all-MiniLM-L6-v2 embeddings;",
+            "BERTopic defaults = `BERTopic(umap_model=UMAP(<its defaults>, random_state=42))`.",
+            *notes,
+            "",
+            "Command: `python benchmarks/bench_themes.py`",
+        ]
+    )
+    write_result("themes_quality", {"results": results, "targets": TARGETS}, md)
+
+
+if __name__ == "__main__":
+    main()

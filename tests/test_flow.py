@@ -1,0 +1,289 @@
+"""The nightly flow end to end on generated demo data, with real Prefect runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from themes.demo import generate_demo
+from themes.lock import RunLock
+from themes.queries import list_records, list_themes, show_theme
+from themes.settings import load_settings
+from themes.steps import open_store
+from themes.store import assignments, clean_texts, embeddings, raw_records, runs
+
+pytestmark = pytest.mark.slow
+
+N_RECORDS = 900
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {
+        "THEMES_PATHS__DATA_DIR": str(root / "var"),
+        "THEMES_PATHS__DROP_FOLDER": str(root / "var" / "drop"),
+        "THEMES_PATHS__MODELS_DIR": str(root / "models"),
+        "THEMES_PATHS__REPORTS_DIR": str(root / "var" / "reports"),
+    }
+
+
+def _paths(root: Path) -> dict[str, str]:
+    return {k.removeprefix("THEMES_PATHS__").lower(): v for k, v in _env(root).items()}
+
+
+def _drop(manifest, drop: Path) -> None:  # noqa: ANN001
+    for kind, path in manifest.files.items():
+        (drop / kind).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, drop / kind / path.name)
+
+
+def _labels(manifest) -> list[dict[str, str]]:  # noqa: ANN001
+    with manifest.labels_path.open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _count(store, table) -> int:  # noqa: ANN001
+    with store.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_home: Path):  # noqa: ANN201
+    """One refit run of the real Prefect flow over a demo drop folder, logs captured."""
+    from pipelines.nightly import nightly
+
+    root = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in _env(root).items():
+            mp.setenv(k, v)
+        settings = load_settings()
+        manifest = generate_demo(root / "exports", seed=11, n_records=N_RECORDS)
+        _drop(manifest, settings.paths.drop_folder)
+        records: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(record)
+
+        handler = Keep(level=logging.DEBUG)
+        logging.getLogger().addHandler(handler)
+        logging.getLogger("prefect").addHandler(handler)
+        try:
+            summary = nightly(refit=True)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            logging.getLogger("prefect").removeHandler(handler)
+        logs = "\n".join(r.getMessage() for r in records)
+        yield {
+            "root": root,
+            "settings": settings,
+            "manifest": manifest,
+            "summary": summary,
+            "logs": logs,
+            "env": dict(_env(root)),
+            "mp": mp,
+        }
+
+
+def test_flow_completes_and_quarantines_every_planted_defect(demo_run) -> None:  # noqa: ANN001
+    summary = demo_run["summary"]
+    assert summary["status"] == "completed"
+    labels = _labels(demo_run["manifest"])
+    defects = [r for r in labels if r["defect"]]
+    assert defects, "the demo data plants bad rows"
+    files = summary["ingest"]["files"]
+    assert sum(f["quarantined"] for f in files) == len(defects)
+    store = open_store(demo_run["settings"])
+    assert _count(store, raw_records) == sum(f["inserted"] for f in files)
+    assert _count(store, raw_records) + len(defects) == sum(f["n_rows"] for f in files)
+
+
+def test_every_record_is_cleaned_embedded_and_themed(demo_run) -> None:  # noqa: ANN001
+    store = open_store(demo_run["settings"])
+    n = _count(store, raw_records)
+    assert _count(store, clean_texts) == n
+    assert _count(store, assignments) == n
+    with store.connect() as conn:
+        outliers = conn.execute(
+            sa.select(sa.func.count()).select_from(assignments).where(assignments.c.theme_id < 0)
+        ).scalar_one()
+    assert outliers / n <= 0.05
+    themes = list_themes(store)
+    assert len(themes) >= 5
+    assert all(t["label"] and t["keywords"] for t in themes)
+
+
+def test_planted_themes_are_recovered(demo_run) -> None:  # noqa: ANN001
+    from sklearn.metrics import normalized_mutual_info_score
+
+    store = open_store(demo_run["settings"])
+    truth = {r["record_id"]: r["theme"] for r in _labels(demo_run["manifest"]) if not r["defect"]}
+    with store.connect() as conn:
+        found = dict(conn.execute(sa.select(assignments.c.record_id, assignments.c.theme_id)).all())
+    ids = [i for i in found if i in truth]
+    assert normalized_mutual_info_score([truth[i] for i in ids], [found[i] for i in ids]) >= 0.6
+    # most planted themes have a discovered theme where they are the majority
+    by_theme: dict[str, Counter] = {}
+    for i in ids:
+        by_theme.setdefault(truth[i], Counter())[found[i]] += 1
+    owners = Counter()
+    for i in ids:
+        owners[found[i]] += 1
+    recovered = 0
+    for _planted, counts in by_theme.items():
+        tid, n = counts.most_common(1)[0]
+        if n / sum(counts.values()) >= 0.5:
+            recovered += 1
+    assert recovered >= 0.75 * len(by_theme)
+
+
+def test_no_planted_identifier_reaches_any_output(demo_run) -> None:  # noqa: ANN001
+    store = open_store(demo_run["settings"])
+    planted = set()
+    for row in _labels(demo_run["manifest"]):
+        for ident in json.loads(row["identifiers"] or "[]"):
+            planted.add(ident["value"])
+    assert len(planted) > 100
+    with store.connect() as conn:
+        clean = "\n".join(conn.execute(sa.select(clean_texts.c.clean_text)).scalars())
+    themes = list_themes(store)
+    shown = [show_theme(store, t["theme_id"]) for t in themes]
+    listed = list_records(store, limit=10_000)
+    model_dir = Path(store.active_model()["path"])
+    outputs = {
+        "clean text": clean,
+        "theme labels": json.dumps(themes),
+        "representative cases": json.dumps(shown),
+        "records listing": json.dumps(listed),
+        "saved model": "\n".join(p.read_text() for p in model_dir.glob("*.json")),
+        "logs": demo_run["logs"],
+        "run summary": json.dumps(demo_run["summary"]),
+    }
+    for where, text in outputs.items():
+        leaked = sorted(v for v in planted if v in text)
+        assert not leaked, f"{len(leaked)} planted identifiers in {where}, e.g. {leaked[:3]}"
+
+
+def test_prefect_artifact_summarises_the_run(demo_run) -> None:  # noqa: ANN001
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["nightly-themes-summary"])
+                )
+            )
+
+    artifacts = asyncio.run(read())
+    assert artifacts, "the flow publishes a markdown artifact"
+    text = artifacts[-1].data
+    assert "Records in" in text and "quarantined" in text and "Themes" in text
+
+
+def test_nightly_increment_embeds_only_new_records(demo_run) -> None:  # noqa: ANN001
+    from pipelines.nightly import nightly
+
+    settings = demo_run["settings"]
+    extra = generate_demo(
+        demo_run["root"] / "extra", seed=12, n_records=120, id_start=500_000, messy=False
+    )
+    drop = settings.paths.drop_folder
+    for kind, path in extra.files.items():
+        shutil.copy2(path, drop / kind / f"day2-{path.name}")
+    store = open_store(settings)
+    before = _count(store, raw_records)
+    summary = nightly(refit=False)
+    new = sum(f["inserted"] for f in summary["ingest"]["files"])
+    assert new > 0
+    assert _count(store, raw_records) == before + new
+    themes = summary["themes"]["themes"]
+    assert themes["refit"] is False
+    assert themes["assigned"] == new
+    assert summary["themes"]["embedded"] <= new
+    assert _count(store, assignments) == before + new
+    # a run with nothing new changes nothing
+    again = nightly(refit=False)
+    assert all(f["skipped_unchanged_file"] for f in again["ingest"]["files"])
+    assert again["themes"]["embedded"] == 0 and again["themes"]["themes"]["assigned"] == 0
+
+
+def _themes_cmd(env: dict[str, str], *args: str, **kw) -> subprocess.Popen:  # noqa: ANN003
+    return subprocess.Popen(
+        [sys.executable, "-m", "themes.cli", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_second_concurrent_run_exits_with_a_clear_message(
+    tmp_path: Path, prefect_home: Path
+) -> None:
+    env = _env(tmp_path)
+    settings_dir = Path(env["THEMES_PATHS__DATA_DIR"])
+    with RunLock(settings_dir):
+        proc = _themes_cmd(env, "run")
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, (out, err)
+    assert "Another run is in progress" in err
+
+
+def test_kill_during_run_then_rerun_leaves_store_consistent(
+    tmp_path: Path, prefect_home: Path
+) -> None:
+    env = _env(tmp_path)
+    manifest = generate_demo(tmp_path / "exports", seed=5, n_records=1500)
+    _drop(manifest, Path(env["THEMES_PATHS__DROP_FOLDER"]))
+    db = Path(env["THEMES_PATHS__DATA_DIR"]) / "themes.db"
+    proc = _themes_cmd(env, "run")
+    deadline = time.monotonic() + 300
+    killed_at = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            engine = sa.create_engine(f"sqlite:///{db}")
+            try:
+                with engine.connect() as conn:
+                    n = conn.execute(
+                        sa.select(sa.func.count()).select_from(clean_texts)
+                    ).scalar_one()
+            except sa.exc.OperationalError:
+                n = 0
+            engine.dispose()
+            if n > 0:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = n
+                break
+        time.sleep(0.2)
+    proc.wait(timeout=60)
+    assert killed_at is not None, "the run was killed while cleaning"
+    rerun = _themes_cmd(env, "run")
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-2000:]
+    store = open_store(load_settings(paths=_paths(tmp_path)))
+    n = _count(store, raw_records)
+    expected = sum(1 for r in _labels(manifest) if not r["defect"])
+    assert n == expected
+    assert _count(store, clean_texts) == n
+    assert _count(store, assignments) == n
+    with store.connect() as conn:
+        hashes = set(conn.execute(sa.select(clean_texts.c.clean_hash)).scalars())
+        statuses = Counter(conn.execute(sa.select(runs.c.status)).scalars())
+    assert _count(store, embeddings) == len(hashes)
+    assert statuses == Counter({"interrupted": 1, "completed": 1})
