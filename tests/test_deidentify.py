@@ -1,0 +1,195 @@
+"""Tests for themes.deidentify: identifiers replaced, clinical words kept, nothing online."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from themes.deidentify import ENTITY_TYPES, PLACEHOLDERS, Deidentifier, DeidResult
+from themes.errors import ConfigError
+from themes.settings import DeidentifySettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _settings(**overrides: object) -> DeidentifySettings:
+    values: dict[str, object] = {
+        "allow_list_file": ROOT / "config/deid_allow_list.txt",
+        "n_process": 1,
+    }
+    values.update(overrides)
+    return DeidentifySettings(**values)
+
+
+@pytest.fixture(scope="module")
+def deid() -> Deidentifier:
+    return Deidentifier(_settings())
+
+
+def _one(deid: Deidentifier, text: str) -> DeidResult:
+    (result,) = deid.deidentify([text])
+    return result
+
+
+def test_placeholders_are_typed() -> None:
+    assert set(PLACEHOLDERS) == set(ENTITY_TYPES)
+    assert PLACEHOLDERS["NHS_NUMBER"] == "[NHS_NUMBER]"
+
+
+def test_unknown_entity_type_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="deidentify.entities"):
+        Deidentifier(_settings(entities=["PERSON", "SHOE_SIZE"]))
+
+
+def test_missing_model_is_a_config_error_not_a_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    import spacy.cli
+
+    def _no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tried to download a spaCy model")
+
+    monkeypatch.setattr(spacy.cli, "download", _no_download)
+    deid = Deidentifier(_settings(spacy_model="en_core_web_nonexistent"))
+    with pytest.raises(ConfigError, match="not installed"):
+        deid.deidentify(["Mrs Smith fell."])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("text", "identifier", "entity"),
+    [
+        ("Mrs Okafor was found on the floor at 03:00.", "Okafor", "PERSON"),
+        ("Reviewed by Dr Singh, who prescribed fluids.", "Singh", "PERSON"),
+        ("SN Walsh escalated the NEWS2 of 7.", "Walsh", "PERSON"),
+        ("Nurse Jones gave the wrong dose.", "Jones", "PERSON"),
+        ("Her son David was not told about the transfer.", "David", "PERSON"),
+        ("John Smith attended with chest pain.", "John Smith", "PERSON"),
+        ("NHS number 943 476 5919 on the wristband.", "943 476 5919", "NHS_NUMBER"),
+        ("Hospital number: RX1234567 was on the label.", "RX1234567", "MRN"),
+        ("Wrong patient label (MRN K0482211) used.", "K0482211", "MRN"),
+        ("DOB 12/03/1954 was checked against the notes.", "12/03/1954", "DATE_OF_BIRTH"),
+        ("She was born on 3rd May 1950 in Leeds.", "3rd May 1950", "DATE_OF_BIRTH"),
+        ("Daughter can be reached on 07700 900123.", "07700 900123", "PHONE_NUMBER"),
+        ("Ward phone (0113) 496 0000 was engaged.", "(0113) 496 0000", "PHONE_NUMBER"),
+        ("Email sent to d.okafor@example.com today.", "d.okafor@example.com", "EMAIL_ADDRESS"),
+        ("Lives in the LS6 2QT area with her husband.", "LS6 2QT", "UK_POSTCODE"),
+        ("Taken home to 14 Acacia Avenue by ambulance.", "14 Acacia Avenue", "STREET_ADDRESS"),
+    ],
+)
+def test_identifier_is_replaced_by_its_placeholder(
+    deid: Deidentifier, text: str, identifier: str, entity: str
+) -> None:
+    result = _one(deid, text)
+    assert identifier not in result.text
+    assert PLACEHOLDERS[entity] in result.text
+    start = text.index(identifier)
+    assert any(
+        label == entity and s < start + len(identifier) and start < e
+        for s, e, label in result.entities
+    )
+
+
+@pytest.mark.slow
+def test_entities_are_offsets_into_the_input(deid: Deidentifier) -> None:
+    text = "Mrs Okafor (DOB 12/03/1954) was reviewed by Dr Singh on Cedar Ward."
+    result = _one(deid, text)
+    spans = {text[s:e]: label for s, e, label in result.entities}
+    assert spans == {"Okafor": "PERSON", "12/03/1954": "DATE_OF_BIRTH", "Singh": "PERSON"}
+    assert result.text == (
+        "Mrs [PERSON] (DOB [DATE_OF_BIRTH]) was reviewed by Dr [PERSON] on Cedar Ward."
+    )
+
+
+@pytest.mark.slow
+def test_nhs_number_with_wrong_check_digit_is_not_an_nhs_number(deid: Deidentifier) -> None:
+    # 943 476 5919 is valid; changing the check digit breaks modulus 11
+    result = _one(deid, "NHS number 943 476 5918 recorded.")
+    assert not any(label == "NHS_NUMBER" for *_, label in result.entities)
+    assert "[NHS_NUMBER]" not in result.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "term",
+    [
+        "Parkinson's disease",
+        "Addison's disease",
+        "Crohn's disease",
+        "Alzheimer's",
+        "Hodgkin lymphoma",
+        "Down's syndrome",
+        "Cushing's syndrome",
+        "Guillain-Barré syndrome",
+        "Warfarin",
+        "Enoxaparin",
+        "Paracetamol",
+        "Oramorph",
+        "Cedar Ward",
+        "Ward 12",
+        "Critical Care Unit",
+        "Healthcare Assistant",
+        "NEWS2",
+        "Datix",
+        "DNACPR",
+        "CQC",
+    ],
+)
+def test_clinical_terms_survive(deid: Deidentifier, term: str) -> None:
+    text = f"Known {term}. Staff nurse and registrar informed. {term} noted on the Datix."
+    result = _one(deid, text)
+    assert result.text == text, result.entities
+
+
+@pytest.mark.slow
+def test_name_repeated_later_is_also_replaced(deid: Deidentifier) -> None:
+    text = "Mrs Ngozi Okafor was admitted. Later Okafor said she had not been told."
+    result = _one(deid, text)
+    assert "Okafor" not in result.text
+    assert "Ngozi" not in result.text
+
+
+@pytest.mark.slow
+def test_batches_keep_order_and_allow_empty_strings(deid: Deidentifier) -> None:
+    texts = ["", "Dr Singh reviewed.", "   ", "No identifiers here.", "Call 07700 900123."]
+    results = deid.deidentify(texts)
+    assert [r.text for r in results] == [
+        "",
+        "Dr [PERSON] reviewed.",
+        "   ",
+        "No identifiers here.",
+        "Call [PHONE_NUMBER].",
+    ]
+    assert results[0].entities == [] and results[3].entities == []
+    assert deid.deidentify([]) == []
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_results(deid: Deidentifier) -> None:
+    texts = [f"Dr Singh saw bed {i}. Call 07700 900{i:03d}." for i in range(12)]
+    parallel = Deidentifier(_settings(n_process=2, batch_size=4)).deidentify(texts)
+    assert parallel == deid.deidentify(texts)
+
+
+@pytest.mark.slow
+def test_only_chosen_entity_types_are_replaced() -> None:
+    deid = Deidentifier(_settings(entities=["PHONE_NUMBER"]))
+    result = _one(deid, "Dr Singh on 07700 900123.")
+    assert result.text == "Dr Singh on [PHONE_NUMBER]."
+
+
+@pytest.mark.slow
+def test_no_network_access_is_attempted(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[object] = []
+
+    def _blocked(self: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise OSError("network blocked by test")
+
+    monkeypatch.setattr(socket.socket, "connect", _blocked)
+    monkeypatch.setattr(socket.socket, "connect_ex", _blocked)
+    # a fresh engine, so model loading and e-mail suffix checks happen under the block
+    deid = Deidentifier(_settings())
+    result = _one(deid, "Mr Patel emailed j.patel@nhs.net and k.lee@example.co.uk.")
+    assert result.text.count("[EMAIL_ADDRESS]") == 2
+    assert attempts == []
