@@ -222,14 +222,14 @@ def test_nightly_increment_embeds_only_new_records(demo_run) -> None:  # noqa: A
     assert again["themes"]["embedded"] == 0 and again["themes"]["themes"]["assigned"] == 0
 
 
-def _themes_cmd(env: dict[str, str], *args: str, **kw) -> subprocess.Popen:  # noqa: ANN003
+def _themes_cmd(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
+    """Start `themes ARGS` in a subprocess; output goes to a file (a pipe could fill up)."""
     return subprocess.Popen(
         [sys.executable, "-m", "themes.cli", *args],
         env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
         text=True,
-        **kw,
     )
 
 
@@ -239,10 +239,11 @@ def test_second_concurrent_run_exits_with_a_clear_message(
     env = _env(tmp_path)
     settings_dir = Path(env["THEMES_PATHS__DATA_DIR"])
     with RunLock(settings_dir):
-        proc = _themes_cmd(env, "run")
-        out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 3, (out, err)
-    assert "Another run is in progress" in err
+        proc = _themes_cmd(env, tmp_path / "run.log", "run")
+        proc.wait(timeout=300)
+    output = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 3, output
+    assert "Another run is in progress" in output
 
 
 def test_kill_during_run_then_rerun_leaves_store_consistent(
@@ -252,7 +253,7 @@ def test_kill_during_run_then_rerun_leaves_store_consistent(
     manifest = generate_demo(tmp_path / "exports", seed=5, n_records=1500)
     _drop(manifest, Path(env["THEMES_PATHS__DROP_FOLDER"]))
     db = Path(env["THEMES_PATHS__DATA_DIR"]) / "themes.db"
-    proc = _themes_cmd(env, "run")
+    proc = _themes_cmd(env, tmp_path / "first.log", "run")
     deadline = time.monotonic() + 300
     killed_at = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -273,9 +274,9 @@ def test_kill_during_run_then_rerun_leaves_store_consistent(
         time.sleep(0.2)
     proc.wait(timeout=60)
     assert killed_at is not None, "the run was killed while cleaning"
-    rerun = _themes_cmd(env, "run")
-    out, err = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, err[-2000:]
+    rerun = _themes_cmd(env, tmp_path / "rerun.log", "run")
+    rerun.wait(timeout=600)
+    assert rerun.returncode == 0, (tmp_path / "rerun.log").read_text()[-3000:]
     store = open_store(load_settings(paths=_paths(tmp_path)))
     n = _count(store, raw_records)
     expected = sum(1 for r in _labels(manifest) if not r["defect"])

@@ -12,11 +12,17 @@ from types import TracebackType
 from themes.errors import RunLockedError
 from themes.store import utcnow
 
+_HELD: set[Path] = set()
+"""Lock files this process holds (POSIX locks are per process, so check here first)."""
+
 
 class RunLock:
     """Exclusive lock on `<data_dir>/run.lock`; released automatically if the process dies.
 
-    A second run waits up to `wait_s` seconds, then raises RunLockedError naming the holder.
+    A POSIX record lock (`lockf`) is used, not `flock`: it is not inherited by forked
+    workers (spaCy's `nlp.pipe` processes), so an orphaned worker of a killed run never
+    keeps the lock. A second run waits up to `wait_s` seconds, then raises RunLockedError
+    naming the holder.
     """
 
     def __init__(self, data_dir: Path, *, wait_s: float = 0.0) -> None:
@@ -26,28 +32,33 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = self.path.open("a+")
+        key = self.path.resolve()
         deadline = time.monotonic() + self.wait_s
+        fh = None
         while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    fh.seek(0)
-                    holder = fh.read().strip() or "unknown"
+            if key not in _HELD:
+                fh = fh or self.path.open("a+")
+                try:
+                    fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    pass
+            if time.monotonic() >= deadline:
+                holder = self.path.read_text().strip() or "unknown"
+                if fh is not None:
                     fh.close()
-                    raise RunLockedError(
-                        f"Another run is in progress on {self.path.parent} (lock {self.path}, "
-                        f"held by {holder}). Wait for it to finish, or set flow.lock_wait_s "
-                        "to wait longer."
-                    ) from None
-                time.sleep(0.5)
+                raise RunLockedError(
+                    f"Another run is in progress on {self.path.parent} (lock {self.path}, "
+                    f"held by {holder}). Wait for it to finish, or set flow.lock_wait_s "
+                    "to wait longer."
+                )
+            time.sleep(0.5)
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"pid": os.getpid(), "since": utcnow().isoformat()}))
         fh.flush()
         self._fh = fh
+        _HELD.add(key)
         return self
 
     def __exit__(
@@ -59,6 +70,8 @@ class RunLock:
         if self._fh is not None:
             self._fh.seek(0)
             self._fh.truncate()
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.flush()
+            fcntl.lockf(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+            _HELD.discard(self.path.resolve())
