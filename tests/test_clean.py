@@ -31,7 +31,7 @@ def test_unicode_compatibility_forms_are_folded(cleaner: TextCleaner) -> None:
 def test_bullets_become_sentences(cleaner: TextCleaner) -> None:
     text = "Actions taken\n• obs checked\n– GP informed\n- family aware\n* bed rails up\n○ done"
     assert cleaner.normalise(text) == (
-        "Actions taken. obs checked. GP informed. family aware. bed rails up. done."
+        "Actions taken.\nobs checked.\nGP informed.\nfamily aware.\nbed rails up.\ndone."
     )
 
 
@@ -50,7 +50,14 @@ def test_export_boilerplate_is_removed(cleaner: TextCleaner) -> None:
 
 
 def test_whitespace_is_collapsed_and_trimmed(cleaner: TextCleaner) -> None:
-    assert cleaner.normalise("  Found   on\n\nfloor \t . ") == "Found on floor."
+    assert cleaner.normalise("  Found   on   floor \t . ") == "Found on floor."
+
+
+def test_line_breaks_between_fields_are_kept_once(cleaner: TextCleaner) -> None:
+    text = "Complaint summary: no apology.  Jane Doe \r\n\n\nDesired outcome:  a review "
+    assert cleaner.normalise(text) == (
+        "Complaint summary: no apology. Jane Doe\nDesired outcome: a review"
+    )
 
 
 def test_empty_text_stays_empty(cleaner: TextCleaner) -> None:
@@ -97,7 +104,7 @@ def test_placeholders_are_never_expanded(cleaner: TextCleaner) -> None:
 def test_clean_is_normalise_then_expand(cleaner: TextCleaner) -> None:
     raw = "• pt found on floor\n• NOK informed"
     assert cleaner(raw) == cleaner.expand(cleaner.normalise(raw))
-    assert cleaner(raw) == "patient found on floor. Next of kin informed."
+    assert cleaner(raw) == "patient found on floor.\nNext of kin informed."
 
 
 def test_shipped_list_is_large_enough() -> None:

@@ -26,7 +26,7 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(normalization="NFKC", explain=False)
 _BULLET = re.compile(r"^[ \t]*(?:[•●▪◦○·‣∙*\-–—]|o(?=[ \t]))[ \t]+(?=\S)", re.MULTILINE)
 _TERMINAL = re.compile(r"[.!?:;]\s*$")
 _WHITESPACE = re.compile(r"\s+")
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])(?=\s|$)")
+_SPACE_BEFORE_PUNCT = re.compile(r"[ \t]+([.,;:!?])(?=\s|$)")
 _PLACEHOLDER = r"\[[A-Z][A-Z_]*\]"
 _ROMAN_CONTEXT = re.compile(r"(?i)\b(?:grade|stage|type|class|category|phase)\s*$")
 _ROMAN = re.compile(r"^[IVX]+$")
@@ -94,7 +94,10 @@ class TextCleaner:
         logger.debug("Loaded %d abbreviations", len(table))
 
     def normalise(self, text: str) -> str:
-        """Return plain one-line text: encoding fixed, bullets as sentences, no boilerplate.
+        """Return plain text: encoding fixed, bullets as sentences, no boilerplate.
+
+        Spaces are collapsed within lines; line breaks (between narrative fields, or a
+        letter's sign-off) are kept as single newlines, since they end a sentence.
 
         Args:
             text: Raw exported text.
@@ -109,7 +112,8 @@ class TextCleaner:
             text = pattern.sub(" ", text)
         if _BULLET.search(text):
             text = _bullets_to_sentences(text)
-        text = _WHITESPACE.sub(" ", text)
+        lines = (_WHITESPACE.sub(" ", line).strip() for line in text.splitlines())
+        text = "\n".join(line for line in lines if line)
         text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
         return text.strip()
 

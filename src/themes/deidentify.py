@@ -126,6 +126,37 @@ _PERSON_DECEASED = (
 # "Patient Jane Doe" / "Pt Jane Doe": only a first and last name, so that "Patient
 # Safety Team" is not taken for one.
 _PERSON_PATIENT = rf"(?<=\b(?:Patient|patient|Pt|pt)[ \t]+)(?=\p{{Lu}}){_NAME}[ \t]+{_NAME}\b"
+# Appositives in claims and complaints: "The Claimant, Jane Doe, was ...".
+_PERSON_APPOSITIVE = (
+    r"(?<=\b(?i:claimant|complainant|patient|client|service\s+user|plaintiff|pursuer|"
+    r"applicant|respondent|resident)\s*,[ \t]+)"
+    rf"(?=\p{{Lu}}){_NAME}(?:[ \t]+{_NAME}){{0,2}}(?=\s*,)"
+)
+# A letter's sign-off: a line that ends a paragraph with only a capitalised full name.
+_PERSON_SIGN_OFF = (
+    r"(?m)(?<=(?:^|[.!?][\"”’)]?[ \t]+)(?:(?i:regards|sincerely|signed|from|thanks)[,:]?\s+)?)"
+    rf"(?=\p{{Lu}}){_NAME}(?:[ \t]+{_NAME}){{1,2}}(?=[ \t]*$)"
+)
+# Organisation words: an ORG entity without one of these is most likely a person's name
+# (the small spaCy model often labels unfamiliar names as ORG).
+_ORG_WORDS = regex.compile(
+    r"(?i)\b(?:nhs|trust|hospitals?|council|ltd|limited|plc|services?|team|group|board|"
+    r"police|ambulance|college|university|department|unit|ward|centre|center|clinic|"
+    r"practice|surgery|health|care|foundation|partnership|commission|agency|authority|"
+    r"society|association|institute|network|committee|office|court|coroner|pharmacy|"
+    r"bank|church|school|home|house|lodge|road|street|royal|general|infirmary|medical|"
+    r"county|city|borough|district|national|british|england|wales|scotland|ireland|"
+    r"company|inc|llp|hmp|prison|fire|rescue|cqc|hssib|nice|datix|"
+    # specialties and services, which are organisational units in a trust
+    r"nursing|medicine|surgery|surgical|paediatrics?|pediatrics?|cardiology|oncology|"
+    r"orthopaedics?|orthopedics?|midwifery|therapy|therapies|psychiatry|radiology|"
+    r"physiotherapy|community|acute|emergency|maternity|mental|intensive|critical|"
+    r"palliative|obstetrics?|gynaecology|urology|neurology|respiratory|stroke|"
+    r"rehabilitation|haematology|renal|dermatology|ophthalmology|geriatrics?|elderly|"
+    r"trauma|anaesthetics?|endoscopy|dialysis|outpatients?|district|gastroenterology|"
+    r"diabetes|endocrinology|rheumatology|imaging|pathology|microbiology|theatres?)\b"
+)
+_NAME_TOKEN = regex.compile(r"\p{Lu}\p{Ll}+(?:['’\-]\p{Lu}?\p{Ll}+)?")
 
 _MONTH = (
     r"(?i:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
@@ -190,6 +221,7 @@ _DATE_SHAPE = regex.compile(r"\d{1,2}[./\-]\d{1,2}[./\-]\d{2,4}")
 _TITLE_WORD = regex.compile(_TITLES)
 # A sentence (or line) for the NER model, and a capitalised word that may start a name.
 _SEGMENT = regex.compile(r"\S[^\n]*?(?:[.!?](?=\s)|(?=\n)|$)")
+_FIELD_LABEL = regex.compile(r"\p{Lu}[\p{L} /&]{0,40}:[ \t]+")
 _CAPITALISED = regex.compile(r"(?<!\w)\p{Lu}[\p{Ll}'’]+")
 _TRUSTED_RECOGNIZERS = frozenset({"TitledNameRecognizer", "DeceasedNameRecognizer"})
 
@@ -421,20 +453,26 @@ def _offline_spacy_engine(model: str) -> object:
             nlp = self.nlp[language]
             texts = [str(t) for t in texts]
             docs = [nlp.make_doc(t) for t in texts]
-            segments = [
-                (i, m.start(), m.group())
-                for i, t in enumerate(texts)
-                for m in _SEGMENT.finditer(t)
-                if _may_hold_name(m.group(), self.allow_re)
-            ]
+            segments = []
+            for i, t in enumerate(texts):
+                for m in _SEGMENT.finditer(t):
+                    # a field label ("Description: ") confuses the model about what follows
+                    label = _FIELD_LABEL.match(m.group())
+                    skip = label.end() if label else 0
+                    segment = m.group()[skip:]
+                    if segment and _may_hold_name(segment, self.allow_re):
+                        segments.append((i, m.start() + skip, segment))
             found: list[list[object]] = [[] for _ in texts]
             parsed = nlp.pipe((seg for *_, seg in segments), batch_size=batch_size)
             for (i, offset, _), sub in zip(segments, parsed, strict=True):
                 for ent in sub.ents:
+                    label = ent.label_
+                    if label == "ORG" and _org_looks_like_name(ent.text):
+                        label = "PERSON"
                     span = docs[i].char_span(
                         offset + ent.start_char,
                         offset + ent.end_char,
-                        label=ent.label_,
+                        label=label,
                         alignment_mode="expand",
                     )
                     if span is not None:
@@ -535,6 +573,8 @@ def _recognizers() -> list[object]:
         pattern("RelativeNameRecognizer", "PERSON", _PERSON_RELATIVE, 0.8, []),
         pattern("NameFieldRecognizer", "PERSON", _PERSON_LABEL, 0.8, []),
         pattern("PatientNameRecognizer", "PERSON", _PERSON_PATIENT, 0.8, []),
+        pattern("AppositiveNameRecognizer", "PERSON", _PERSON_APPOSITIVE, 0.8, []),
+        pattern("SignOffNameRecognizer", "PERSON", _PERSON_SIGN_OFF, 0.7, []),
         pattern("DeceasedNameRecognizer", "PERSON", _PERSON_DECEASED, 0.85, []),
         OfflineEmailRecognizer(),
         GbPhoneRecognizer(supported_regions=("GB",), leniency=0),
@@ -556,6 +596,16 @@ def _recognizers() -> list[object]:
             ["address", "lives", "resides", "home"],
         ),
     ]
+
+
+def _org_looks_like_name(text: str) -> bool:
+    """An ORG entity of 2-3 name-shaped words with no organisation word: a person's name."""
+    words = text.split()
+    return (
+        2 <= len(words) <= 3
+        and all(_NAME_TOKEN.fullmatch(w) for w in words)
+        and not _ORG_WORDS.search(text)
+    )
 
 
 def _may_hold_name(sentence: str, allow_re: regex.Pattern[str] | None) -> bool:
