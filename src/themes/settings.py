@@ -108,6 +108,8 @@ class ThemeSettings(_Section):
     stop_words_file: Path = Path("config/stop_words.txt")
     taxonomy_file: Path | None = None
     """Optional CSV/TOML of seeded themes (name, description, examples)."""
+    seed_min_similarity: float = 0.6
+    """Records at least this cosine-similar to a seeded theme are assigned to it."""
     umap_n_neighbors: int = 15
     umap_n_components: int = 5
     umap_min_dist: float = 0.0

@@ -274,11 +274,27 @@ def needs_refit(store: Store, settings: Settings, *, requested: bool) -> tuple[b
     return False, "assign new records to existing themes"
 
 
-def build_theme_model(settings: Settings) -> Any:
+def build_theme_model(settings: Settings, embedder: Any = None) -> Any:
+    """A ThemeModel from settings; with a taxonomy file, seeds are embedded by `embedder`."""
     from themes.model import ThemeModel, load_stop_words
 
     t = settings.themes
+    seed_names: list[str] = []
+    seed_vectors = None
+    if t.taxonomy_file is not None:
+        from themes.embed import SentenceTransformerEmbedder, l2_normalise
+        from themes.taxonomy import load_taxonomy
+
+        seeds = load_taxonomy(t.taxonomy_file)
+        embedder = embedder or SentenceTransformerEmbedder(settings.embed)
+        seed_names = [s.name for s in seeds]
+        seed_vectors = l2_normalise(
+            np.stack([embedder.encode(s.texts()).mean(axis=0) for s in seeds])
+        )
     return ThemeModel(
+        seed_names=seed_names,
+        seed_vectors=seed_vectors,
+        seed_min_similarity=t.seed_min_similarity,
         n_neighbors=t.umap_n_neighbors,
         n_components=t.umap_n_components,
         min_dist=t.umap_min_dist,
