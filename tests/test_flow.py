@@ -230,6 +230,7 @@ def _themes_cmd(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
 
 
@@ -268,7 +269,8 @@ def test_kill_during_run_then_rerun_leaves_store_consistent(
                 n = 0
             engine.dispose()
             if n > 0:
-                proc.send_signal(signal.SIGKILL)
+                # kill -9 the whole run: the CLI, its spaCy workers and Prefect's server
+                os.killpg(proc.pid, signal.SIGKILL)
                 killed_at = n
                 break
         time.sleep(0.2)

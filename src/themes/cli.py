@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,7 +45,7 @@ def _emit_json(data: Any) -> None:
 
 
 def _fail(e: Exception, code: int = 1) -> None:
-    err.print(f"[bold red]Error:[/] {e}", highlight=False)
+    err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -16,6 +16,9 @@ from themes.store import Store
 
 log = logging.getLogger(__name__)
 
+STORE_EVERY = 2048
+"""Texts embedded between writes to the cache."""
+
 Progress = Callable[[int], None]
 """Called with the number of items just finished."""
 
@@ -69,8 +72,11 @@ class SentenceTransformerEmbedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             import torch
+            import transformers
             from sentence_transformers import SentenceTransformer
 
+            # chunk() tokenises whole narratives on purpose; the length warning is noise
+            transformers.logging.set_verbosity_error()
             torch.set_num_threads(max(1, os.cpu_count() or 1))
             path = self.settings.model_path or bundled_model_path()
             try:
@@ -86,7 +92,11 @@ class SentenceTransformerEmbedder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        model = self.model
+        get_dim = getattr(model, "get_embedding_dimension", None) or (
+            model.get_sentence_embedding_dimension
+        )
+        return int(get_dim())
 
     def chunk(self, text: str) -> list[str]:
         """Split a text into overlapping windows that each fit the model."""
@@ -161,10 +171,14 @@ def embed_cached(
     if todo:
         log.info("embedding %d new texts (%d cached)", len(todo), len(cached))
         keys = list(todo)
-        new = embedder.encode([todo[k] for k in keys], progress=progress)
-        fresh = dict(zip(keys, new, strict=True))
-        store.put_embeddings(embedder.model_id, fresh)
-        cached.update(fresh)
+        # stored in slices, so an interrupted run keeps what it embedded
+        for start in range(0, len(keys), STORE_EVERY):
+            part = keys[start : start + STORE_EVERY]
+            fresh = dict(
+                zip(part, embedder.encode([todo[k] for k in part], progress=progress), strict=True)
+            )
+            store.put_embeddings(embedder.model_id, fresh)
+            cached.update(fresh)
     if not texts:
         return np.zeros((0, 0), dtype=np.float32), 0
     return np.stack([cached[h] for h in hashes]).astype(np.float32), len(todo)

@@ -171,6 +171,11 @@ class Store:
             else:
                 self.engine = sa.create_engine(url, pool_pre_ping=True)
             metadata.create_all(self.engine)
+        except ImportError as e:
+            raise StoreError(
+                f"No database driver for {_redact(url)} ({e}). For PostgreSQL install the "
+                "`postgres` extra (pip install -e '.[postgres]') or fix store.url."
+            ) from e
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(
                 f"Cannot open the store at {_redact(url)}: {e.__class__.__name__}: {e}. "

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from themes.cli import app
+
+runner = CliRunner()
+COMMANDS = [
+    "ingest",
+    "run",
+    "serve",
+    "themes",
+    "show",
+    "records",
+    "quarantine",
+    "demo",
+    "evaluate",
+    "runs",
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output and len(result.output) > 100
+
+
+def _export(tmp_path: Path, drop_column: str | None = None) -> Path:
+    rows = [
+        {
+            "ID": f"INC{i}",
+            "Incident date": "01/03/2025",
+            "Description": f"Patient fell {i}",
+            "Action taken": "",
+            "Outcome": "",
+        }
+        for i in range(3)
+    ] + [
+        {
+            "ID": "",
+            "Incident date": "01/03/2025",
+            "Description": "x",
+            "Action taken": "",
+            "Outcome": "",
+        }
+    ]
+    frame = pd.DataFrame(rows)
+    if drop_column:
+        frame = frame.drop(columns=[drop_column])
+    path = tmp_path / "inc.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_ingest_reports_counts_as_json(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    result = runner.invoke(app, ["ingest", str(_export(tmp_path)), "--kind", "incident", "--json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)
+    assert (report["inserted"], report["quarantined"]) == (3, 1)
+    assert report["reasons"] == {"missing id": 1}
+    listed = runner.invoke(app, ["quarantine", "--json"])
+    (row,) = json.loads(listed.stdout)
+    assert row["row_number"] == 5 and "missing id" in row["reason"]
+
+
+def test_ingest_missing_column_exits_1_with_clear_message(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    path = _export(tmp_path, drop_column="Description")
+    result = runner.invoke(app, ["ingest", str(path), "--kind", "incident"])
+    assert result.exit_code == 1
+    assert "'Description'" in result.stderr
+    assert "sources.datix_incident.narrative[0].column" in result.stderr
+
+
+def test_unknown_kind_and_source_are_clear_errors(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    path = _export(tmp_path)
+    bad_kind = runner.invoke(app, ["ingest", str(path), "--kind", "accident"])
+    assert bad_kind.exit_code == 1 and "Unknown kind 'accident'" in bad_kind.stderr
+    bad_source = runner.invoke(app, ["ingest", str(path), "--source", "nope"])
+    assert bad_source.exit_code == 1 and "No source mapping 'nope'" in bad_source.stderr
+    assert "datix_incident" in bad_source.stderr  # lists the known ones
+
+
+def test_empty_store_lists_no_themes(settings) -> None:  # noqa: ANN001
+    result = runner.invoke(app, ["themes", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+    human = runner.invoke(app, ["themes"])
+    assert "No themes yet" in human.stdout
+    missing = runner.invoke(app, ["show", "42"])
+    assert missing.exit_code == 1 and "No theme 42" in missing.stderr
+
+
+def test_bad_setting_is_reported_with_its_key(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[store]\nurll = 'x'\n")
+    monkeypatch.setenv("THEMES_CONFIG", str(cfg))
+    result = runner.invoke(app, ["themes"])
+    assert result.exit_code == 1 and "store.urll" in result.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_compares_with_bertopic_defaults(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    from themes.demo import generate_demo
+
+    manifest = generate_demo(tmp_path / "demo", seed=2, n_records=400, messy=False)
+    labels = pd.read_csv(manifest.labels_path)
+    incidents = pd.read_csv(manifest.files["incident"], encoding="cp1252")
+    data = incidents.merge(labels[["record_id", "theme"]], left_on="ID", right_on="record_id")
+    path = tmp_path / "labelled.csv"
+    data[["Description", "theme"]].to_csv(path, index=False)
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--input",
+            str(path),
+            "--text-column",
+            "Description",
+            "--label-column",
+            "theme",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    methods = {m["method"]: m for m in out["methods"]}
+    assert set(methods) == {"themes (project)", "BERTopic defaults"}
+    ours = methods["themes (project)"]
+    assert ours["outlier_share"] <= 0.05 and ours["n_themes"] >= 5
+    assert ours["nmi"] >= 0.5  # the planted themes are found
