@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import regex
 
 from themes.errors import ConfigError
+from themes.records import IDENTIFIER_TYPES
 from themes.settings import DeidentifySettings
 
 if TYPE_CHECKING:
@@ -34,16 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ENTITY_TYPES: tuple[str, ...] = (
-    "PERSON",
-    "NHS_NUMBER",
-    "MRN",
-    "DATE_OF_BIRTH",
-    "PHONE_NUMBER",
-    "EMAIL_ADDRESS",
-    "UK_POSTCODE",
-    "STREET_ADDRESS",
-)
+ENTITY_TYPES: tuple[str, ...] = IDENTIFIER_TYPES
 PLACEHOLDERS: dict[str, str] = {t: f"[{t}]" for t in ENTITY_TYPES}
 """Entity type -> the placeholder that replaces it in de-identified text."""
 

@@ -26,16 +26,8 @@ from pathlib import Path
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 
-IDENTIFIER_TYPES: tuple[str, ...] = (
-    "PERSON",
-    "NHS_NUMBER",
-    "MRN",
-    "DATE_OF_BIRTH",
-    "PHONE_NUMBER",
-    "EMAIL_ADDRESS",
-    "UK_POSTCODE",
-    "STREET_ADDRESS",
-)
+from themes.records import IDENTIFIER_TYPES
+
 HARM_LEVELS: tuple[str, ...] = ("No harm", "Low harm", "Moderate harm", "Severe harm", "Death")
 SITES: tuple[str, ...] = (
     "Synthetic General Hospital",

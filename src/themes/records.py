@@ -15,6 +15,17 @@ from themes.errors import ConfigError
 
 Kind = Literal["incident", "complaint", "claim"]
 KINDS: tuple[str, ...] = ("incident", "complaint", "claim")
+IDENTIFIER_TYPES: tuple[str, ...] = (
+    "PERSON",
+    "NHS_NUMBER",
+    "MRN",
+    "DATE_OF_BIRTH",
+    "PHONE_NUMBER",
+    "EMAIL_ADDRESS",
+    "UK_POSTCODE",
+    "STREET_ADDRESS",
+)
+"""Identifier types removed by de-identification; each becomes the placeholder [TYPE]."""
 STRUCTURED_FIELDS: tuple[str, ...] = (
     "site",
     "location",

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from themes.errors import ConfigError
+from themes.records import IDENTIFIER_TYPES
 
 DEFAULT_CONFIG = Path("config/themes.toml")
 
@@ -78,18 +79,7 @@ class DeidentifySettings(_Section):
     batch_size: int = 64
     n_process: int = 2
     """Processes for spaCy's `nlp.pipe`; 1 disables multiprocessing."""
-    entities: list[str] = Field(
-        default_factory=lambda: [
-            "PERSON",
-            "NHS_NUMBER",
-            "MRN",
-            "DATE_OF_BIRTH",
-            "PHONE_NUMBER",
-            "EMAIL_ADDRESS",
-            "UK_POSTCODE",
-            "STREET_ADDRESS",
-        ]
-    )
+    entities: list[str] = Field(default_factory=lambda: list(IDENTIFIER_TYPES))
     allow_list_file: Path = Path("config/deid_allow_list.txt")
     """Clinical and organisational words never redacted even when spaCy calls them names."""
 
