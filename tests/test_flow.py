@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -170,8 +171,10 @@ def test_no_planted_identifier_reaches_any_output(demo_run) -> None:  # noqa: AN
         "logs": demo_run["logs"],
         "run summary": json.dumps(demo_run["summary"]),
     }
+    # whole-word matches: a planted surname "Tran" must not be found inside "Transfer"
+    patterns = {v: re.compile(rf"(?<!\w){re.escape(v)}(?!\w)") for v in planted}
     for where, text in outputs.items():
-        leaked = sorted(v for v in planted if v in text)
+        leaked = sorted(v for v, rx in patterns.items() if rx.search(text))
         assert not leaked, f"{len(leaked)} planted identifiers in {where}, e.g. {leaked[:3]}"
 
 
