@@ -135,7 +135,7 @@ def main() -> None:
                     f"{m['nmi']:.3f} ({m['nmi_range'][0]:.3f}–{m['nmi_range'][1]:.3f})",
                     f"{m['ari']:.3f} ({m['ari_range'][0]:.3f}–{m['ari_range'][1]:.3f})",
                     f"{m['outlier_share']:.1%}",
-                    m["n_themes"],
+                    f"{m['n_themes']:.0f}",
                     f"{m['seconds']:.0f}",
                 ]
             )
@@ -149,7 +149,7 @@ def main() -> None:
             f"outliers ≤ {TARGETS['outlier_share']:.0%}.",
             f"Means over UMAP seeds {args.seeds} (each method gets the same seed per run).",
             "Both methods use the same de-identified texts and all-MiniLM-L6-v2 embeddings;",
-            "BERTopic defaults = `BERTopic(umap_model=UMAP(<its defaults>, random_state=42))`.",
+            "BERTopic defaults = `BERTopic(umap_model=UMAP(<its defaults>, random_state=seed))`.",
             *notes,
             "",
             "Command: `python benchmarks/bench_themes.py --seeds "

@@ -224,6 +224,8 @@ class ThemeModel:
             topics, seeded_ids = self._apply_seeds(embeddings, topics, mcs)
             changed = True
         if changed:
+            # BERTopic warns that custom assignments precede topic reduction; we do none
+            logging.getLogger("BERTopic").setLevel(logging.ERROR)
             topic_model.update_topics(
                 lemmas,
                 topics=topics.tolist(),
