@@ -369,5 +369,13 @@ def _progress() -> Progress:
     )
 
 
+# Commands of the search, recommendation-linking and contributory-factor capabilities
+# live in their own modules; each adds its commands to `app`.
+from themes import cli_factors, cli_links, cli_search  # noqa: E402
+
+for _module in (cli_search, cli_links, cli_factors):
+    _module.register(app)
+
+
 if __name__ == "__main__":
     app()

@@ -123,6 +123,56 @@ class FlowSettings(_Section):
     deployment_name: str = "nightly-themes"
 
 
+class TrendSettings(_Section):
+    """Trends, SPC (Making Data Count XmR) and emerging-theme alerts (issue 3)."""
+
+    min_points: int = 12
+    """Fewer points than this in a chart raise a 'too few points' warning."""
+    baseline_periods: int | None = None
+    """Fix the centre line and limits on the first N periods (None = all periods)."""
+    emerging_lookback_periods: int = 3
+    """A special-cause increase must touch one of the last N periods to count."""
+    emerging_min_cases: int = 5
+    """A newly born theme needs at least this many cases to be listed as emerging."""
+    emerging_born_within_days: int = 62
+
+
+class RegistrySettings(_Section):
+    """Matching a refit's themes to permanent theme ids (issue 3)."""
+
+    match_threshold: float = 0.7
+    """Minimum centroid cosine similarity for a new theme to inherit an old theme's id."""
+    lineage_threshold: float = 0.5
+    """Minimum share of a theme's records for a split/merge lineage event."""
+
+
+class ReportSettings(_Section):
+    """The governance report (HTML + Excel)."""
+
+    title: str = "Learning themes"
+    top_themes: int = 15
+    n_cases: int = 3
+
+
+class SearchSettings(_Section):
+    """Similar-case search (issue 5)."""
+
+    ann_min_records: int = 50_000
+    """Collections at least this large use an approximate (ANN) index; smaller: exact."""
+
+
+class LinkSettings(_Section):
+    """Linking themes and cases to national recommendations (issue 4)."""
+
+    recommendations_dir: Path = Path("config/recommendations")
+
+
+class FactorSettings(_Section):
+    """Contributory factors and harm (issue 6)."""
+
+    framework_file: Path = Path("config/factors/yorkshire.toml")
+
+
 class Settings(BaseSettings):
     """All settings of the product; pass each stage only its own section."""
 
@@ -141,6 +191,12 @@ class Settings(BaseSettings):
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     themes: ThemeSettings = Field(default_factory=ThemeSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
+    trends: TrendSettings = Field(default_factory=TrendSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    links: LinkSettings = Field(default_factory=LinkSettings)
+    factors: FactorSettings = Field(default_factory=FactorSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
