@@ -51,3 +51,6 @@ def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("prefect")
     os.environ["PREFECT_HOME"] = str(home)
     return home
+
+
+from demo_flow import demo_run  # noqa: E402, F401 - the shared end-to-end flow run

@@ -1,4 +1,7 @@
-"""CLI commands for recommendations, links and actions (`themes recommendations`, `links`, `link-case`, `actions`)."""
+"""CLI commands for recommendations, links and actions.
+
+`themes recommendations`, `links`, `link-case`, `actions`.
+"""
 
 from __future__ import annotations
 
