@@ -150,12 +150,17 @@ def serve(
 
 
 @app.command("themes")
-def themes_cmd(as_json: JsonOpt = False) -> None:
-    """List the current themes: id, label, size, keywords."""
+def themes_cmd(
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Include themes curated as 'not a theme'.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the current themes: permanent id, label, size, keywords."""
     from themes import steps
     from themes.queries import list_themes
 
-    rows = _guard(lambda: list_themes(steps.open_store(_settings())))
+    rows = _guard(lambda: list_themes(steps.open_store(_settings()), include_hidden=show_all))
     if as_json:
         _emit_json(rows)
         return
@@ -164,7 +169,10 @@ def themes_cmd(as_json: JsonOpt = False) -> None:
         return
     table = Table("id", "label", "size", "keywords")
     for r in rows:
-        table.add_row(str(r["theme_id"]), r["label"], str(r["size"]), ", ".join(r["keywords"][:6]))
+        label = r["label"] + (" [pinned]" if r["pinned"] else "")
+        label += " [not a theme]" if r["not_a_theme"] else ""
+        words = ", ".join(r["keywords"][:6])
+        table.add_row(str(r["theme_id"]), escape(label), str(r["size"]), words)
     console.print(table)
 
 
@@ -371,9 +379,9 @@ def _progress() -> Progress:
 
 # Commands of the search, recommendation-linking and contributory-factor capabilities
 # live in their own modules; each adds its commands to `app`.
-from themes import cli_factors, cli_links, cli_search  # noqa: E402
+from themes import cli_factors, cli_lifecycle, cli_links, cli_search  # noqa: E402
 
-for _module in (cli_search, cli_links, cli_factors):
+for _module in (cli_lifecycle, cli_search, cli_links, cli_factors):
     _module.register(app)
 
 

@@ -8,7 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from themes.errors import NotFoundError
-from themes.store import Store, assignments, clean_texts, raw_records, themes_table
+from themes.store import (
+    Store,
+    assignments,
+    clean_texts,
+    raw_records,
+    theme_registry,
+    themes_table,
+)
 
 
 def _active_model_id(store: Store) -> str | None:
@@ -16,8 +23,12 @@ def _active_model_id(store: Store) -> str | None:
     return active["model_id"] if active else None
 
 
-def list_themes(store: Store) -> list[dict[str, Any]]:
-    """Themes of the active model with their current size (records assigned now)."""
+def list_themes(store: Store, *, include_hidden: bool = False) -> list[dict[str, Any]]:
+    """Themes of the active model with their current size (records assigned now).
+
+    Theme ids are permanent (see lifecycle.py). Themes curated as "not a theme" are left
+    out unless `include_hidden`.
+    """
     model_id = _active_model_id(store)
     if model_id is None:
         return []
@@ -28,8 +39,18 @@ def list_themes(store: Store) -> list[dict[str, Any]]:
         .subquery()
     )
     q = (
-        sa.select(themes_table, sa.func.coalesce(size.c.n, 0).label("n"))
-        .select_from(themes_table.outerjoin(size, size.c.theme_id == themes_table.c.theme_id))
+        sa.select(
+            themes_table,
+            sa.func.coalesce(size.c.n, 0).label("n"),
+            theme_registry.c.pinned,
+            theme_registry.c.not_a_theme,
+            theme_registry.c.born_at,
+        )
+        .select_from(
+            themes_table.outerjoin(size, size.c.theme_id == themes_table.c.theme_id).outerjoin(
+                theme_registry, theme_registry.c.key == themes_table.c.theme_id
+            )
+        )
         .where(themes_table.c.model_id == model_id)
         .order_by(sa.desc("n"), themes_table.c.theme_id)
     )
@@ -42,8 +63,12 @@ def list_themes(store: Store) -> list[dict[str, Any]]:
             "size": int(r["n"]),
             "keywords": json.loads(r["keywords"]),
             "model_id": model_id,
+            "pinned": bool(r["pinned"]),
+            "not_a_theme": bool(r["not_a_theme"]),
+            "born_at": r["born_at"].isoformat(timespec="seconds") if r["born_at"] else None,
         }
         for r in rows
+        if include_hidden or not r["not_a_theme"]
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from themes import lifecycle
 from themes.errors import IngestError, ThemesError
 from themes.ingest import SUPPORTED_SUFFIXES, IngestReport, ingest_file
 from themes.records import KINDS, SourceMapping, load_mapping, text_hash
@@ -330,7 +332,7 @@ def update_themes(
         progress("themes", 0, 1)
         model = build_theme_model(settings).fit(texts, vectors, record_ids=ids)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        model_id = f"theme-model-{stamp}-{(run_id or 'manual')[:8]}"
+        model_id = f"theme-model-{stamp}-{(run_id or uuid.uuid4().hex)[:8]}"
         path = settings.paths.models_dir / model_id
         model.save(
             path,
@@ -338,20 +340,30 @@ def update_themes(
             embed_model_id=settings.embed.model_id,
         )
         scores = model.fitted_scores(vectors)
-        rows = [
-            {
-                "record_id": rid,
-                "model_id": model_id,
-                "theme_id": int(t),
-                "score": float(s),
-                "method": "fit",
-                "clean_hash": h,
-                "run_id": run_id,
-                "assigned_at": now,
-            }
-            for rid, t, s, h in zip(ids, model.labels_, scores, hashes, strict=True)
-        ]
         with store.begin() as conn:
+            keys, theme_rows, registry_summary = lifecycle.register_refit(
+                conn,
+                model,
+                model_id,
+                ids,
+                vectors,
+                threshold=settings.registry.match_threshold,
+                overlap_share=settings.registry.lineage_threshold,
+                run_id=run_id,
+            )
+            rows = [
+                {
+                    "record_id": rid,
+                    "model_id": model_id,
+                    "theme_id": int(k),
+                    "score": float(s),
+                    "method": "fit",
+                    "clean_hash": h,
+                    "run_id": run_id,
+                    "assigned_at": now,
+                }
+                for rid, k, s, h in zip(ids, keys, scores, hashes, strict=True)
+            ]
             conn.execute(theme_models.update().values(active=False))
             conn.execute(
                 theme_models.insert().values(
@@ -367,14 +379,11 @@ def update_themes(
                 themes_table.insert(),
                 [
                     {
-                        "model_id": model_id,
-                        "theme_id": th.theme_id,
-                        "label": th.label,
-                        "keywords": json.dumps(th.keywords),
-                        "size": th.size,
-                        "representative_ids": json.dumps(th.representative_ids),
+                        **row,
+                        "keywords": json.dumps(row["keywords"]),
+                        "representative_ids": json.dumps(row["representative_ids"][:10]),
                     }
-                    for th in model.themes_
+                    for row in theme_rows.values()
                 ],
             )
             store.upsert(conn, assignments, rows, keys=["record_id"])
@@ -383,9 +392,10 @@ def update_themes(
             refit=True,
             reason=reason,
             model_id=model_id,
-            n_themes=len(model.themes_),
+            n_themes=len(theme_rows),
             assigned=len(rows),
             outliers_before_reassignment=model.n_outliers_before_,
+            extra={"registry": registry_summary},
         )
 
     active = store.active_model()
@@ -405,20 +415,24 @@ def update_themes(
     progress("themes", 0, len(todo))
     if todo:
         topics, scores = model.transform(vectors[todo])
-        rows = [
-            {
-                "record_id": ids[i],
-                "model_id": active["model_id"],
-                "theme_id": int(t),
-                "score": float(s),
-                "method": "assign",
-                "clean_hash": hashes[i],
-                "run_id": run_id,
-                "assigned_at": now,
-            }
-            for i, t, s in zip(todo, topics, scores, strict=True)
-        ]
         with store.begin() as conn:
+            keys = lifecycle.keys_for_assignment(conn, active["model_id"], topics, vectors[todo])
+            lifecycle.record_reassignments(
+                conn, {ids[i]: int(k) for i, k in zip(todo, keys, strict=True)}, run_id=run_id
+            )
+            rows = [
+                {
+                    "record_id": ids[i],
+                    "model_id": active["model_id"],
+                    "theme_id": int(k),
+                    "score": float(s),
+                    "method": "assign",
+                    "clean_hash": hashes[i],
+                    "run_id": run_id,
+                    "assigned_at": now,
+                }
+                for i, k, s in zip(todo, keys, scores, strict=True)
+            ]
             store.upsert(conn, assignments, rows, keys=["record_id"])
     progress("themes", len(todo), len(todo))
     return ThemeUpdate(

@@ -128,6 +128,58 @@ assignments = sa.Table(
     sa.Column("assigned_at", sa.DateTime, nullable=False),
 )
 
+# -- theme registry (permanent theme ids; see registry.py and lifecycle.py) --------------
+theme_registry = sa.Table(
+    "theme_registry",
+    metadata,
+    sa.Column("key", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("label", sa.String, nullable=False),
+    sa.Column("status", sa.String, nullable=False),
+    # active | retired | merged (curation merged it into merged_into) | split (curation)
+    sa.Column("pinned", sa.Boolean, nullable=False, default=False),
+    sa.Column("not_a_theme", sa.Boolean, nullable=False, default=False),
+    sa.Column("merged_into", sa.Integer),
+    sa.Column("split_into", sa.Text),  # JSON list of child keys (curation split)
+    sa.Column("centroid", sa.LargeBinary),  # float32, L2-normalised
+    sa.Column("born_at", sa.DateTime, nullable=False),
+    sa.Column("born_run", sa.String),
+    sa.Column("retired_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+theme_key_map = sa.Table(
+    "theme_key_map",
+    metadata,
+    sa.Column("model_id", sa.String, primary_key=True),
+    sa.Column("model_theme_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("key", sa.Integer, nullable=False),
+)
+
+theme_events = sa.Table(
+    "theme_events",
+    metadata,
+    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.Integer, nullable=False, index=True),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String),
+    sa.Column("actor", sa.String, nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+)
+
+record_moves = sa.Table(
+    "record_moves",
+    metadata,
+    sa.Column("move_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("record_id", sa.String, nullable=False, index=True),
+    sa.Column("old_key", sa.Integer),
+    sa.Column("new_key", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String, nullable=False),
+    sa.Column("run_id", sa.String),
+    sa.Column("actor", sa.String, nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+)
+
 runs = sa.Table(
     "runs",
     metadata,
