@@ -3,7 +3,6 @@
 # No `from __future__ import annotations`: Typer reads the option annotations at
 # definition time, and they name objects imported inside register().
 
-
 from typing import Annotated
 
 import typer
@@ -138,3 +137,148 @@ def register(app: typer.Typer) -> None:
 
         data = _guard(lambda: do(_store(), theme_id, undo=undo, actor=by))
         _done(data, as_json, f"Theme {theme_id} {'shown again' if undo else 'hidden'}.")
+
+    @app.command()
+    def emerging(
+        period: Annotated[
+            str | None, typer.Option(help="Up to this month (YYYY-MM); default: latest.")
+        ] = None,
+        weekly: Annotated[bool, typer.Option("--weekly", help="Weekly charts.")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Emerging themes, ranked, with their evidence (SPC signals, new themes)."""
+        from rich.markup import escape
+
+        from themes.emerging import emerging_themes, parse_period
+
+        settings = _settings()
+        freq = "W" if weekly else "M"
+        rows = _guard(
+            lambda: emerging_themes(
+                _store(), settings.trends, freq=freq, period=parse_period(period, freq)
+            )
+        )
+        if as_json:
+            _emit_json(rows)
+            return
+        if not rows:
+            console.print("No emerging themes: no special-cause increase and no new theme.")
+        for i, e in enumerate(rows, 1):
+            console.print(
+                f"[bold]{i}. Theme {e['theme_id']}: {escape(e['label'])}[/] (score {e['score']})"
+            )
+            console.print("   " + "; ".join(e["reasons"]), highlight=False)
+            console.print(
+                f"   mean before {e['before']:g} per period, recent {e['recent']:g} "
+                f"({e['recent_cases']} cases); kinds: "
+                + ", ".join(f"{k} {n}" for k, n in e["kinds"].items()),
+                highlight=False,
+            )
+
+    @app.command()
+    def trends(
+        theme_id: Annotated[int | None, typer.Argument(help="One theme (default: all).")] = None,
+        by: Annotated[
+            str | None, typer.Option(help="Split by kind, site, location or specialty.")
+        ] = None,
+        weekly: Annotated[bool, typer.Option("--weekly", help="Weeks, not months.")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Counts per theme and period, or one theme's XmR chart with special causes."""
+        from rich.table import Table
+
+        from themes import emerging as em
+
+        settings = _settings()
+        freq = "W" if weekly else "M"
+
+        def load():  # noqa: ANN202
+            frame = em.theme_frame(_store())
+            if theme_id is not None:
+                frame = frame[frame["theme_id"] == theme_id]
+                if frame.empty:
+                    from themes.errors import NotFoundError
+
+                    raise NotFoundError(f"No records in theme {theme_id}.")
+            if by:
+                return em.breakdown(frame, by, freq=freq)
+            return em.theme_counts(frame, freq=freq)
+
+        table_data = _guard(load)
+        if by:
+            rows = table_data.assign(period=table_data["period"].astype(str)).to_dict("records")
+            if as_json:
+                _emit_json(rows)
+                return
+            table = Table("period", "theme", by, "count")
+            for r in rows:
+                table.add_row(r["period"], str(r["theme_id"]), str(r[by]), str(r["count"]))
+            console.print(table)
+            return
+        if theme_id is not None:
+            chart = em.chart_dict(em.chart(table_data[theme_id], settings.trends))
+            if as_json:
+                _emit_json({"theme_id": theme_id, "freq": freq, **chart})
+                return
+            table = Table("period", "count", "mean", "upper limit", "signal")
+            for i, p in enumerate(chart["periods"]):
+                table.add_row(
+                    p,
+                    f"{chart['values'][i]:g}",
+                    f"{chart['mean'][i]:.1f}",
+                    f"{chart['upper_process_limit'][i]:.1f}",
+                    chart["special_cause"][i] + (f" ({', '.join(chart['rules'][i])})"
+                                                 if chart["rules"][i] else ""),
+                )  # fmt: skip
+            console.print(table)
+            for w in chart["warnings"]:
+                console.print(f"[yellow]Warning:[/] {w}")
+            return
+        out = {
+            "periods": [str(p) for p in table_data.index],
+            "themes": {int(k): [int(v) for v in table_data[k]] for k in table_data.columns},
+        }
+        if as_json:
+            _emit_json({"freq": freq, **out})
+            return
+        table = Table("theme", *out["periods"][-6:])
+        for k, values in out["themes"].items():
+            table.add_row(str(k), *[str(v) for v in values[-6:]])
+        console.print(table)
+
+    @app.command()
+    def report(
+        period: Annotated[
+            str | None, typer.Option(help="Month to report, YYYY-MM (default: the latest).")
+        ] = None,
+        fmt: Annotated[
+            list[str] | None,
+            typer.Option("--format", help="html and/or xlsx (default: both)."),
+        ] = None,
+        out: Annotated[
+            str | None, typer.Option(help="Folder to write to (default: paths.reports_dir).")
+        ] = None,
+        weekly: Annotated[bool, typer.Option("--weekly", help="Weekly periods.")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Write the governance report (self-contained HTML and an Excel workbook)."""
+        from pathlib import Path
+
+        from themes.governance import write_report
+
+        settings = _settings()
+        paths = _guard(
+            lambda: write_report(
+                _store(),
+                settings,
+                period=period,
+                freq="W" if weekly else "M",
+                formats=tuple(fmt or ("html", "xlsx")),
+                out_dir=Path(out) if out else None,
+            )
+        )
+        if as_json:
+            _emit_json({k: str(v) for k, v in paths.items()})
+            return
+        for kind, path in paths.items():
+            console.print(f"{kind}: {path}", highlight=False)

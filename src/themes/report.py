@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -65,6 +66,29 @@ def run_summary_markdown(summary: dict[str, Any]) -> str:
             lines.append(
                 f"- Outliers before reassignment: {themes.get('outliers_before_reassignment', 0)}"
             )
+    report = summary.get("report") or {}
+    if report.get("written"):
+        lines += [
+            "",
+            "## Governance report",
+            "",
+            f"- [HTML report]({Path(report['html']).as_uri()}) (self-contained; print to PDF "
+            "from a browser)",
+            f"- [Excel workbook]({Path(report['xlsx']).as_uri()})",
+        ]
+    elif report:
+        lines += ["", f"Governance report not written: {report.get('reason')}"]
+    registry = ((summary.get("themes") or {}).get("themes") or {}).get("extra", {}).get("registry")
+    if registry:
+        lines += [
+            "",
+            "## Theme registry",
+            "",
+            f"- matched {registry['matched']}, born {registry['born']}, retired "
+            f"{registry['retired']}, splits {registry['splits']}, merges {registry['merges']}",
+            f"- records that changed theme: {registry['moved_records']} "
+            "(see `themes history THEME_ID`)",
+        ]
     totals = summary.get("totals")
     if totals:
         lines += ["", "## Store totals", ""]
