@@ -104,6 +104,10 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "file",
     "row_number",
     "event_date",
+    "factors",
+    "negated_factors",
+    "harm_level",
+    "harm_recorded",
 )
 EXCEL_EPOCH = date(1899, 12, 30)
 
@@ -1053,6 +1057,199 @@ _FINDINGS: tuple[str, ...] = (
 )
 
 
+# --------------------------------------------------------------------------- factors, harm
+
+# Contributory factors (ids of config/factors/yorkshire.toml) planted as sentences of their
+# own, affirmed or negated; the truth is in labels.csv (`factors`, `negated_factors`).
+FACTOR_SENTENCES: dict[str, tuple[str, ...]] = {
+    "staffing": (
+        "The ward was {one|two} {registered nurses|nurses} short {that night|on the shift}.",
+        "{Agency|Bank} staff had not arrived and the shift was understaffed.",
+        "There were {two|three} nursing vacancies and the skill mix was poor on the day.",
+        "Only one qualified nurse was on duty because of staff sickness.",
+    ),
+    "workload": (
+        "The nurse was looking after {ten|twelve} patients and was extremely busy.",
+        "{Four|Five} admissions arrived within the hour and staff could not keep up.",
+        "The team had a very heavy workload {that day|throughout the shift}.",
+    ),
+    "communication": (
+        "Important information about {his} care was not passed on at handover.",
+        "The plan from the ward round was not documented in the notes.",
+        "The night team were not told about the change in {his} plan.",
+        "There was a breakdown in communication between the ward and the {medical team|"
+        "pharmacy|therapy team}.",
+    ),
+    "equipment": (
+        "The {bed alarm|pulse oximeter|infusion pump} at the bedside was faulty.",
+        "The {hoist|suction unit|monitor} needed was broken and no replacement could be found.",
+        "The {drug|dressing} needed was out of stock on the ward.",
+    ),
+    "training": (
+        "The nurse had not received training on {the new device|this procedure}.",
+        "Staff on duty had not completed their mandatory training.",
+        "The {HCA|staff nurse} had not been assessed as competent for the task.",
+    ),
+    "policy": (
+        "There was no local guideline covering this situation.",
+        "The trust protocol was out of date and did not match current practice.",
+        "The procedure staff were expected to follow was unclear.",
+    ),
+    "supervision": (
+        "The junior doctor was working without senior support overnight.",
+        "There was no senior review before the decision was made.",
+        "The {F1|F2} doctor was unsupervised and did not know who to ask for advice.",
+    ),
+    "environment": (
+        "The bay was poorly lit and {he} could not be seen from the nurses' station.",
+        "The corridor was cluttered with equipment.",
+        "{He} was in a side room far from the nursing station.",
+    ),
+    "patient": (
+        "{P} was confused and kept trying to get out of bed.",
+        "{P} declined {observations|treatment} and refused to stay in bed.",
+        "{P} has dementia and could not use the call bell.",
+    ),
+    "scheduling": (
+        "There were no beds so {he} was placed on an outlying ward.",
+        "{He} was moved between wards late at night because of bed pressures.",
+        "{He} waited {n} hours in the Emergency Department for a bed.",
+    ),
+    "individual": (
+        "The nurse said she was exhausted after {four|five} long days in a row.",
+        "The doctor was newly qualified and had not managed this before.",
+    ),
+    "central_support": (
+        "The electronic patient record system was down for {two|three} hours.",
+        "No porter was available for over an hour.",
+    ),
+}
+NEGATED_FACTOR_SENTENCES: dict[str, tuple[str, ...]] = {
+    "staffing": (
+        "No staffing issues were identified.",
+        "Staffing levels were adequate at the time.",
+        "The review found that staffing was not a factor.",
+    ),
+    "workload": ("Workload was not a factor; the ward was quiet.",),
+    "communication": (
+        "There were no concerns about communication between teams.",
+        "Handover was not a factor in this incident.",
+    ),
+    "equipment": (
+        "No equipment faults were found.",
+        "The equipment was checked and was in working order.",
+        "There was no evidence of equipment failure.",
+    ),
+    "training": (
+        "All staff involved had completed the relevant training.",
+        "Training was not identified as an issue.",
+    ),
+    "policy": ("The trust policy was followed throughout.",),
+    "supervision": ("There were no concerns about supervision on the shift.",),
+    "environment": ("The environment was not thought to have contributed.",),
+    "scheduling": ("There were no bed pressures at the time.",),
+}
+THEME_FACTORS: dict[str, tuple[str, ...]] = {
+    "staffing": ("staffing",),
+    "equipment": ("equipment",),
+    "communication_families": ("communication",),
+}
+"""Factors every case of a theme shows, because its own sentences are about that factor."""
+HARM_IDS: dict[str, str] = dict(
+    zip(HARM_LEVELS, ("none", "low", "moderate", "severe", "fatal"), strict=True)
+)
+"""Demo severity values -> LFPSE level ids of config/factors/harm.toml."""
+SEVERITY_COLUMN: dict[str, str] = {
+    "incident": "Severity of harm",
+    "complaint": "Severity",
+    "claim": "Injury severity",
+}
+HARM_SENTENCES: dict[str, tuple[str, ...]] = {
+    "No harm": (
+        "No harm was caused to {P}.",
+        "{P} came to no harm.",
+        "This was a near miss and {P} suffered no ill effects.",
+    ),
+    "Low harm": (
+        "{P} suffered minor harm and recovered fully the same day.",
+        "This caused low harm: {P} needed first aid only.",
+    ),
+    "Moderate harm": (
+        "This caused moderate harm and {P} needed additional treatment.",
+        "{P} suffered moderate harm and required further treatment.",
+    ),
+    "Severe harm": (
+        "{P} was left with permanent harm.",
+        "This caused severe harm; {P} has life-changing injuries.",
+    ),
+    "Death": (
+        "Sadly {P} died {n} days later.",
+        "{P} passed away the following day.",
+    ),
+}
+HARM_RECORDED_SHARE = 0.7
+"""Share of records whose structured harm field is filled; the rest show harm in text."""
+
+
+@dataclass
+class _FactorPlan:
+    factors: tuple[str, ...]
+    negated: tuple[str, ...]
+    harm_recorded: bool
+
+
+def _factor_plan(seed: int, theme: str) -> _FactorPlan:
+    """Which factors a case states, which it rules out, and whether harm is recorded.
+
+    Drawn from its own generator so the theme, identifier and duplicate planting (which use
+    the event's seed) are the same as without factors.
+    """
+    rng = random.Random(seed ^ 0x6A5F_AC70)
+    own = THEME_FACTORS.get(theme, ())
+    pool = [f for f in FACTOR_SENTENCES if f not in own]
+    factors: list[str] = []
+    if rng.random() < 0.5:
+        factors = rng.sample(pool, 1 if rng.random() < 0.75 else 2)
+    negated: list[str] = []
+    if rng.random() < 0.25:
+        options = [f for f in NEGATED_FACTOR_SENTENCES if f not in factors and f not in own]
+        negated = [rng.choice(options)]
+    return _FactorPlan(tuple(factors), tuple(negated), rng.random() < HARM_RECORDED_SHARE)
+
+
+def _plant_factors(ev: _Event, parts: dict[str, list[Part]], plan: _FactorPlan) -> None:
+    """Add factor sentences (and, where harm is not recorded, a harm sentence) to the text."""
+    rng = random.Random(ev.seed ^ 0x0FAC_7035)
+    voice = {"incident": "third", "complaint": "relative", "claim": "claimant"}[ev.kind]
+    ctx = _Ctx(rng=rng, person=ev.person, kind=ev.kind, location=ev.location,
+               event_date=ev.event_date, voice=voice, deceased=ev.harm == "Death",
+               mentioned=True)  # fmt: skip
+    columns = NARRATIVE_COLUMNS[ev.kind]
+    main, second = columns[0], columns[-1] if ev.kind == "complaint" else columns[0]
+    lead = "It is alleged that " if ev.kind == "claim" else ""
+    for fid in plan.factors:
+        s = _sentence(rng.choice(FACTOR_SENTENCES[fid]), ctx, lead=lead)
+        parts[main] = _join([parts[main], s]) if parts[main] else s
+    for fid in plan.negated:
+        s = _sentence(rng.choice(NEGATED_FACTOR_SENTENCES[fid]), ctx)
+        parts[second] = _join([parts[second], s]) if parts[second] else s
+    if not plan.harm_recorded:
+        s = _sentence(rng.choice(HARM_SENTENCES[ev.harm]), ctx)
+        if ev.kind == "incident":
+            parts["Outcome"] = s  # the theme's outcome sentence could contradict the level
+        elif ev.kind == "claim":
+            parts["Injury description"] = s
+        else:
+            parts[main] = _join([parts[main], s])
+
+
+def _true_factors(ev: _Event, plan: _FactorPlan) -> list[str]:
+    truth = set(plan.factors) | set(THEME_FACTORS.get(ev.theme, ()))
+    if any("communication was poor" in t for t in ev.texts.values()):
+        truth.add("communication")  # one of the complaint responses' findings
+    return sorted(truth)
+
+
 def theme_slugs() -> list[str]:
     """All planted theme slugs, in a stable order."""
     return list(THEMES)
@@ -1593,6 +1790,7 @@ class _Event:
     record_id: str = ""
     texts: dict[str, str] = field(default_factory=dict)
     identifiers: list[dict[str, str]] = field(default_factory=list)
+    plan: _FactorPlan | None = None
 
 
 def _chronology(theme: ThemeSpec, ctx: _Ctx, heading: str) -> list[Part]:
@@ -1736,6 +1934,9 @@ def _write_event(ev: _Event) -> None:
                event_date=ev.event_date)  # fmt: skip
     builder = {"incident": _incident_texts, "complaint": _complaint_texts, "claim": _claim_texts}
     parts_by_column = builder[ev.kind](ev, ctx)
+    # a near-duplicate states the same factors as its original
+    ev.plan = _factor_plan(ev.dup_of.seed if ev.dup_of else ev.seed, ev.theme)
+    _plant_factors(ev, parts_by_column, ev.plan)
     if ev.with_ids and not any(
         tag in IDENTIFIER_TYPES for parts in parts_by_column.values() for _, tag in parts
     ):
@@ -2069,6 +2270,7 @@ def _label_row(row: _Row, file: str, row_number: int) -> dict[str, object]:
     ev = row.event
     id_col = {"incident": "ID", "complaint": "Complaint reference", "claim": "Claim number"}
     identifiers = ev.identifiers if row.defect != "blank narrative" else []
+    plan = ev.plan if row.defect != "blank narrative" else None
     return {
         "record_id": row.cells[id_col[row.kind]],
         "kind": row.kind,
@@ -2081,6 +2283,10 @@ def _label_row(row: _Row, file: str, row_number: int) -> dict[str, object]:
         "file": file,
         "row_number": row_number,
         "event_date": ev.event_date.isoformat(),
+        "factors": ";".join(_true_factors(ev, plan)) if plan else "",
+        "negated_factors": ";".join(plan.negated) if plan else "",
+        "harm_level": HARM_IDS[ev.harm],
+        "harm_recorded": int(plan.harm_recorded) if plan else 1,
     }
 
 
@@ -2143,6 +2349,8 @@ def generate_demo(
     for kind in FILE_NAMES:
         for ev in ordered[kind]:
             cells = _structured(ev, rng, end_date)
+            if ev.plan is not None and not ev.plan.harm_recorded:
+                cells[SEVERITY_COLUMN[kind]] = ""
             cells.update(ev.texts)
             rows_by_kind[kind].append(_Row(kind=kind, cells=cells, event=ev))
     if messy:
