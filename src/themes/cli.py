@@ -119,14 +119,23 @@ def ingest(
 @app.command("run")
 def run_flow(
     refit: Annotated[bool, typer.Option(help="Refit themes instead of assigning.")] = False,
+    rediscover: Annotated[
+        bool,
+        typer.Option(
+            help="With --refit: discover themes from scratch instead of keeping the current "
+            "themes as centres (ids are still matched to the registry)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the nightly flow now (Prefect, locally): ingest, de-identify, embed, themes."""
+    if rediscover and not refit:
+        _fail(ValueError("--rediscover needs --refit."))
 
     def run() -> dict[str, Any]:
         from pipelines.nightly import nightly
 
-        return nightly(refit=refit)
+        return nightly(refit=refit, rediscover=rediscover)
 
     summary = _guard(run)
     if as_json:

