@@ -212,8 +212,9 @@ def svg_chart(c: dict[str, Any], *, width: int = 640, height: int = 180, title: 
             f'fill="{colour}"><title>{escape(tip)}</title></circle>'
         )
     for i in sorted({0, n // 2, n - 1}):
+        anchor = "start" if i == 0 else "end" if i == n - 1 else "middle"
         parts.append(
-            f'<text x="{x(i):.1f}" y="{height - 8}" font-size="10" text-anchor="middle" '
+            f'<text x="{x(i):.1f}" y="{height - 8}" font-size="10" text-anchor="{anchor}" '
             f'fill="#425563">{escape(c["periods"][i])}</text>'
         )
     parts.append(

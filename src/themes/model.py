@@ -118,7 +118,7 @@ class ThemeModel:
         seed_vectors: np.ndarray | None = None,
         seed_min_similarity: float = 0.6,
         anchor_cover: float = 0.8,
-        final_nearest_centroid: bool = True,
+        final_nearest_centroid: bool = False,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.n_components = n_components
