@@ -169,12 +169,13 @@ class SearchSettings(_Section):
 
     index_dir: Path | None = None
     """Where the search index is saved; None means `<data_dir>/search_index`."""
-    fusion: Literal["rrf", "convex"] = "rrf"
-    """How BM25 and dense rankings are fused (chosen on data: benchmarks/bench_search.py)."""
-    rrf_k: float = 60.0
-    """Reciprocal rank fusion constant (tuned on data)."""
-    dense_weight: float = 0.5
-    """Weight of the dense ranking in the fusion; 1 - this goes to BM25 (tuned on data)."""
+    fusion: Literal["rrf", "convex"] = "convex"
+    """How BM25 and dense rankings are fused: `convex` (min-max normalised scores) or `rrf`
+    (reciprocal rank fusion). Chosen on PFD reports (benchmarks/bench_search.py)."""
+    rrf_k: float = 1.0
+    """Reciprocal rank fusion constant (best RRF constant on the same data)."""
+    dense_weight: float = 0.2
+    """Weight of the dense side in the fusion; 1 - this goes to BM25 (tuned on data)."""
     candidates: int = 100
     """How many results each retriever contributes to the fusion."""
     bm25_k1: float = 1.5
@@ -191,6 +192,9 @@ class SearchSettings(_Section):
     prefilter_max_records: int = 20_000
     """A filter keeping at most this many records is searched exactly over just those."""
     snippet_chars: int = 240
+    query_threads: int = 1
+    """Torch threads for embedding one query: one short text gains nothing from more, and
+    on a busy 2-core machine more threads wait on each other."""
     duplicate_threshold: float = 0.9
     """Cosine similarity from which two records are near-duplicates (calibrated on data)."""
     duplicate_max_days: int = 7

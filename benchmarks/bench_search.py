@@ -1,0 +1,402 @@
+"""Similar-case search quality and near-duplicate detection, against baselines in one run.
+
+1. PFD reports (../shared/data/pfd_reports_2013_2023.csv, de-identified by the product):
+   each report is indexed by its concerns + investigation (no circumstances); its
+   circumstances are the query; the relevant result is the same report. Queries are split
+   in two: the fusion method and its constant/weight are chosen on the even rows (dev) and
+   reported on the odd rows (test), for hybrid, BM25 alone and dense alone.
+2. FFT comments (../shared/data/fft_feedback_v6_labelled.csv, de-identified): precision@10
+   of "same human label" for a seeded sample of comments as queries (self excluded), with
+   the fusion chosen on PFD (nothing tuned on FFT).
+3. Near-duplicates on demo data: the generator plants re-worded duplicates; the threshold
+   is calibrated on one seed and precision/recall reported on two other seeds, beside a
+   cosine-only baseline (no date/place blocking) calibrated the same way.
+
+    python benchmarks/bench_search.py [--skip-pfd] [--skip-fft] [--skip-dups]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from _common import RESULTS, ROOT, SHARED_DATA, md_table, write_result  # noqa: E402
+from themes.embed import SentenceTransformerEmbedder  # noqa: E402
+from themes.search import fuse, new_index  # noqa: E402
+from themes.search_index import SearchIndex  # noqa: E402
+from themes.settings import load_settings  # noqa: E402
+
+CACHE = ROOT / "var" / "bench_cache"
+FFT = SHARED_DATA / "fft_feedback_v6_labelled.csv"
+POOL = 100
+RRF_K = [1, 2, 5, 10, 20, 40, 60, 100]
+WEIGHTS = [round(float(w), 2) for w in np.arange(0.1, 0.95, 0.1)]
+
+
+def embed_cached(name: str, texts: list[str], settings) -> np.ndarray:  # noqa: ANN001
+    """Embeddings of texts, cached in var/bench_cache by a hash of the texts and model."""
+    key = hashlib.sha256(("\x1e".join(texts) + settings.embed.model_id).encode()).hexdigest()
+    path = CACHE / f"{name}_{key[:16]}.npy"
+    if path.is_file():
+        return np.load(path)
+    t0 = time.perf_counter()
+    vectors = SentenceTransformerEmbedder(settings.embed).encode(texts)
+    print(f"embedded {len(texts)} {name} texts in {time.perf_counter() - t0:.0f} s")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def dummy_meta(ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "record_id": ids,
+            "event_date": pd.Timestamp("2020-01-01"),
+            "theme_id": -1,
+            **{c: "" for c in ("kind", "site", "location", "specialty", "severity", "status")},
+        }
+    )
+
+
+def ranked_lists(
+    index: SearchIndex, queries: list[str], qvecs: np.ndarray, exclude: list[int] | None = None
+) -> list[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]:
+    out = []
+    for i, (text, vec) in enumerate(zip(queries, qvecs, strict=True)):
+        b = index.bm25(index.query_tokens(text), n=POOL + 1)
+        d = index.dense(vec, n=POOL + 1)
+        if exclude is not None:
+            b = tuple(x[b[0] != exclude[i]][:POOL] for x in b)
+            d = tuple(x[d[0] != exclude[i]][:POOL] for x in d)
+        out.append((b, d))
+    return out
+
+
+def rank_metrics(rankings: list[np.ndarray], targets: list[int]) -> dict[str, float]:
+    rr, r1, r10 = [], [], []
+    for ranked, t in zip(rankings, targets, strict=True):
+        hits = np.flatnonzero(ranked[:POOL] == t)
+        rank = int(hits[0]) + 1 if len(hits) else None
+        rr.append(1.0 / rank if rank else 0.0)
+        r1.append(rank == 1)
+        r10.append(rank is not None and rank <= 10)
+    return {
+        "mrr": round(float(np.mean(rr)), 4),
+        "recall@1": round(float(np.mean(r1)), 4),
+        "recall@10": round(float(np.mean(r10)), 4),
+        "queries": len(targets),
+    }
+
+
+def fused(lists, method: str, k: float, w: float) -> list[np.ndarray]:  # noqa: ANN001
+    return [fuse(b, d, method=method, rrf_k=k, dense_weight=w)[0] for b, d in lists]
+
+
+def grid(lists, targets: list[int]) -> list[dict[str, Any]]:  # noqa: ANN001
+    rows = []
+    for w in WEIGHTS:
+        for k in RRF_K:
+            m = rank_metrics(fused(lists, "rrf", k, w), targets)
+            rows.append({"fusion": "rrf", "rrf_k": k, "dense_weight": w, **m})
+        m = rank_metrics(fused(lists, "convex", 0, w), targets)
+        rows.append({"fusion": "convex", "rrf_k": None, "dense_weight": w, **m})
+    return rows
+
+
+def bench_pfd(settings) -> dict[str, Any]:  # noqa: ANN001
+    from _pfd import load_pfd_deidentified
+
+    df = load_pfd_deidentified()
+    docs = (df["concerns"].str.strip() + "\n\n" + df["investigation"].str.strip()).str.strip()
+    ok = (df["circumstances"].str.strip() != "") & (docs != "")
+    df, docs = df[ok].reset_index(drop=True), docs[ok].reset_index(drop=True)
+    ids = df["id"].tolist()
+    queries = df["circumstances"].tolist()
+    dvec = embed_cached("pfd_docs", docs.tolist(), settings)
+    qvec = embed_cached("pfd_queries", queries, settings)
+    t0 = time.perf_counter()
+    index = new_index(settings.search).fit(
+        ids, ids, docs.tolist(), dvec, dummy_meta(ids), model_id=settings.embed.model_id
+    )
+    index_s = time.perf_counter() - t0
+    lists = ranked_lists(index, queries, qvec)
+    targets = list(range(len(ids)))
+    dev = [i for i in range(len(ids)) if i % 2 == 0]
+    test = [i for i in range(len(ids)) if i % 2 == 1]
+    pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
+    tuning = grid(pick(lists, dev), pick(targets, dev))
+    best = max(tuning, key=lambda r: (r["mrr"], r["recall@10"]))
+    s = settings.search
+    configured = {"fusion": s.fusion, "rrf_k": s.rrf_k, "dense_weight": s.dense_weight}
+    result: dict[str, Any] = {
+        "reports": len(ids),
+        "index_s": round(index_s, 2),
+        "chosen_on_dev": {k: best[k] for k in ("fusion", "rrf_k", "dense_weight")},
+        "configured": configured,
+        "splits": {},
+        "tuning_top": sorted(tuning, key=lambda r: -r["mrr"])[:10],
+    }
+    for split, idx in (("test", test), ("dev", dev), ("all", targets)):
+        ls, ts = pick(lists, idx), pick(targets, idx)
+        rows = {
+            "hybrid (configured)": rank_metrics(fused(ls, s.fusion, s.rrf_k, s.dense_weight), ts),
+            "hybrid (chosen on dev)": rank_metrics(
+                fused(ls, best["fusion"], best["rrf_k"] or 0, best["dense_weight"]), ts
+            ),
+            "hybrid (plain RRF k=60, w=0.5)": rank_metrics(fused(ls, "rrf", 60, 0.5), ts),
+            "bm25": rank_metrics([b[0] for b, _ in ls], ts),
+            "dense": rank_metrics([d[0] for _, d in ls], ts),
+        }
+        result["splits"][split] = rows
+    return result
+
+
+def load_fft(settings) -> tuple[list[str], list[str]]:  # noqa: ANN001
+    from themes.evaluate import load_labelled
+    from themes.steps import clean_texts_for_evaluation
+
+    texts, labels, _ = load_labelled(FFT, text_column="FFT answer", one_hot_start="Not assigned")
+    key = hashlib.sha256(FFT.read_bytes()).hexdigest()[:12]
+    key += "-" + settings.section_hash("clean", "deidentify")
+    path = CACHE / f"fft_deid_{key}.parquet"
+    if path.is_file():
+        cached = pd.read_parquet(path)
+        return cached["text"].tolist(), cached["label"].tolist()
+    clean = clean_texts_for_evaluation(settings, texts)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"text": clean, "label": labels}).to_parquet(path, index=False)
+    return clean, labels
+
+
+def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
+    texts, labels = load_fft(settings)
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    vecs = embed_cached("fft", texts, settings)
+    ids = [f"F{i}" for i in range(len(texts))]
+    index = new_index(settings.search).fit(
+        ids, ids, texts, vecs, dummy_meta(ids), model_id=settings.embed.model_id
+    )
+    sample = random.Random(0).sample(range(len(texts)), n_queries)
+    lists = ranked_lists(index, [texts[i] for i in sample], vecs[sample], exclude=sample)
+    s = settings.search
+    methods = {
+        "hybrid": fused(lists, s.fusion, s.rrf_k, s.dense_weight),
+        "bm25": [b[0] for b, _ in lists],
+        "dense": [d[0] for _, d in lists],
+    }
+    out = {}
+    for name, rankings in methods.items():
+        prec = [
+            np.mean([labels[p] == labels[q] for p in r[:10]]) if len(r) else 0.0
+            for r, q in zip(rankings, sample, strict=True)
+        ]
+        out[name] = round(float(np.mean(prec)), 4)
+    return {"comments": len(texts), "labels": len(set(labels)), "queries": n_queries,
+            "precision@10": out}  # fmt: skip
+
+
+def demo_store(seed: int, n: int, root: Path, settings):  # noqa: ANN001, ANN201
+    """Demo exports through the product's steps: ingest, clean/de-identify, embed, index."""
+    from themes import steps
+    from themes.clean import TextCleaner
+    from themes.deidentify import Deidentifier
+    from themes.demo import generate_demo
+    from themes.search import update_index
+
+    s = settings.model_copy(
+        update={
+            "paths": settings.paths.model_copy(update={"data_dir": root / "var"}),
+            "store": settings.store.model_copy(update={"url": ""}),
+        }
+    )
+    manifest = generate_demo(root / "exports", seed=seed, n_records=n)
+    store = steps.open_store(s)
+    for kind, path in manifest.files.items():
+        steps.ingest_file(store, path, steps.resolve_source(s.ingest, kind=kind, source=None))
+    steps.clean_pending(store, TextCleaner(s.clean), Deidentifier(s.deidentify))
+    steps.embed_all(store, SentenceTransformerEmbedder(s.embed))
+    index, _ = update_index(store, s)
+    with manifest.labels_path.open(encoding="utf-8") as f:
+        truth = {
+            tuple(sorted((r["record_id"], r["is_duplicate_of"])))
+            for r in csv.DictReader(f)
+            if r["is_duplicate_of"]
+        }
+    indexed = set(index.ids_.tolist())
+    truth = {p for p in truth if p[0] in indexed and p[1] in indexed}
+    return index, truth
+
+
+def pr(pred: set, truth: set) -> dict[str, float]:  # noqa: ANN001
+    tp = len(pred & truth)
+    p = tp / len(pred) if pred else 1.0
+    r = tp / len(truth) if truth else 1.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
+            "predicted": len(pred), "planted": len(truth)}  # fmt: skip
+
+
+def scored_pairs(index: SearchIndex, settings, blocked: bool) -> dict[tuple, float]:  # noqa: ANN001
+    from themes.duplicates import find_pairs
+
+    if blocked:
+        pairs = find_pairs(
+            index,
+            np.arange(index.size),
+            threshold=-1.0,
+            max_days=settings.search.duplicate_max_days,
+            match_fields=settings.search.duplicate_match_fields,
+        )
+        return {tuple(sorted((index.ids_[a], index.ids_[b]))): s for a, b, s, _ in pairs}
+    v = np.asarray(index.vectors_, dtype=np.float32)
+    sims = v @ v.T
+    out = {}
+    for i in range(len(v)):
+        for j in np.flatnonzero(sims[i, i + 1 :] >= 0.5) + i + 1:
+            out[tuple(sorted((index.ids_[i], index.ids_[j])))] = float(sims[i, j])
+    return out
+
+
+def calibrate(scored: dict[tuple, float], truth: set) -> float:  # noqa: ANN001
+    best_t, best_f1 = 1.0, -1.0
+    for t in np.arange(0.5, 1.0, 0.01):
+        f1 = pr({p for p, s in scored.items() if s >= t}, truth)["f1"]
+        if f1 > best_f1:
+            best_t, best_f1 = float(round(t, 2)), f1
+    return best_t
+
+
+def bench_dups(settings, n: int, cal_seed: int, eval_seeds: list[int]) -> dict[str, Any]:  # noqa: ANN001
+    out: dict[str, Any] = {"records_per_seed": n, "calibration_seed": cal_seed,
+                           "evaluation_seeds": eval_seeds}  # fmt: skip
+    data = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in [cal_seed, *eval_seeds]:
+            t0 = time.perf_counter()
+            data[seed] = demo_store(seed, n, Path(tmp) / str(seed), settings)
+            print(f"demo seed {seed}: {time.perf_counter() - t0:.0f} s")
+    for name, blocked in (("product (date+place blocking, cosine)", True),
+                          ("cosine only (no blocking)", False)):  # fmt: skip
+        scored = {seed: scored_pairs(ix, settings, blocked) for seed, (ix, _) in data.items()}
+        t = calibrate(scored[cal_seed], data[cal_seed][1])
+        rows = {"threshold": t}
+        for seed in eval_seeds:
+            truth = data[seed][1]
+            rows[f"seed {seed}"] = pr({p for p, s in scored[seed].items() if s >= t}, truth)
+        rows["configured threshold"] = settings.search.duplicate_threshold if blocked else None
+        if blocked:
+            rows["with configured threshold"] = {
+                f"seed {seed}": pr(
+                    {
+                        p
+                        for p, s in scored[seed].items()
+                        if s >= settings.search.duplicate_threshold
+                    },
+                    data[seed][1],
+                )  # fmt: skip
+                for seed in eval_seeds
+            }
+        out[name] = rows
+    return out
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = ["# Similar-case search quality", ""]
+    if "pfd" in res:
+        p = res["pfd"]
+        lines += [
+            f"**PFD reports** ({p['reports']} reports; index: concerns + investigation; "
+            "query: circumstances; relevant: the same report). Fusion chosen on the dev half "
+            f"(even rows): {p['chosen_on_dev']}; configured: {p['configured']}.",
+            "",
+        ]
+        for split in ("test", "all"):
+            rows = [
+                [m, v["mrr"], v["recall@1"], v["recall@10"], v["queries"]]
+                for m, v in p["splits"][split].items()
+            ]
+            header = ["method", "MRR", "recall@1", "recall@10", "queries"]
+            lines += [f"_{split} queries_", "", md_table(header, rows), ""]
+    if "fft" in res:
+        f = res["fft"]
+        lines += [
+            f"**FFT comments** ({f['comments']} de-identified comments, {f['labels']} labels; "
+            f"{f['queries']} sampled queries, self excluded): precision@10 of same label.",
+            "",
+            md_table(["method", "precision@10"], [[k, v] for k, v in f["precision@10"].items()]),
+            "",
+        ]
+    if "duplicates" in res:
+        d = res["duplicates"]
+        lines += [
+            f"**Near-duplicates** on demo data ({d['records_per_seed']} records per seed; "
+            f"threshold calibrated on seed {d['calibration_seed']}, best F1).",
+            "",
+        ]
+        rows = []
+        for name in ("product (date+place blocking, cosine)", "cosine only (no blocking)"):
+            for seed in d["evaluation_seeds"]:
+                r = d[name][f"seed {seed}"]
+                rows.append([name, d[name]["threshold"], seed, r["precision"], r["recall"],
+                             r["predicted"], r["planted"]])  # fmt: skip
+        lines += [md_table(["method", "threshold", "seed", "precision", "recall", "predicted",
+                            "planted"], rows), ""]  # fmt: skip
+    lines += ["Command: `python benchmarks/bench_search.py`"]
+    return "\n".join(lines)
+
+
+def stamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-pfd", action="store_true")
+    ap.add_argument("--skip-fft", action="store_true")
+    ap.add_argument("--skip-dups", action="store_true")
+    ap.add_argument("--fft-queries", type=int, default=500)
+    ap.add_argument("--dup-records", type=int, default=2000)
+    args = ap.parse_args()
+    settings = load_settings()
+    previous = RESULTS / "search_quality.json"
+    # parts not re-run keep their last measured figures (each part records its own time)
+    res: dict[str, Any] = {}
+    if previous.is_file():
+        res = {k: v for k, v in json.loads(previous.read_text()).items() if k != "machine"}
+    if not args.skip_pfd:
+        from _pfd import PFD_CSV
+
+        if PFD_CSV.is_file():
+            res["pfd"] = {**bench_pfd(settings), "measured_at": stamp()}
+        else:
+            print(f"SKIP PFD: {PFD_CSV} is absent")
+    if not args.skip_fft:
+        if FFT.is_file():
+            res["fft"] = {**bench_fft(settings, args.fft_queries), "measured_at": stamp()}
+        else:
+            print(f"SKIP FFT: {FFT} is absent")
+    if not args.skip_dups:
+        res["duplicates"] = {
+            **bench_dups(settings, args.dup_records, 101, [102, 103]),
+            "measured_at": stamp(),
+        }
+    write_result("search_quality", res, markdown(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Search speed at scale: 1,000,000 indexed records, ANN (usearch) vs exact brute force.
+
+Synthetic collection: texts are 3-8 sentences drawn from a pool of demo-generator
+sentences; each vector is the mean of its sentences' real all-MiniLM-L6-v2 embeddings plus
+a little noise (so neighbourhoods look like real text, not random points). Filter fields
+are random. The index is built once (timed, peak memory measured) and saved; then a
+fresh process per mode loads it and times filtered text queries end to end: embedding the
+query (model warm), BM25 + dense retrieval under the filter, fusion, reading the top-k
+texts from SQLite and making highlighted snippets. ANN recall@10 is measured against exact
+search on the same queries, with and without filters.
+
+    python benchmarks/bench_search_speed.py [--records 1000000] [--queries 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from _common import ROOT, PeakMemory, md_table, write_result  # noqa: E402
+
+WORK = ROOT / "var" / "bench_cache" / "search_speed"
+KINDS = ["incident", "complaint", "claim"]
+SITES = ["Royal Infirmary", "General Hospital", "Community Services"]
+LOCATIONS = [f"Ward {i}" for i in range(1, 31)] + ["Emergency Department", "Theatres"]
+SPECIALTIES = ["Surgery", "Medicine", "Maternity", "Mental Health", "Paediatrics", "Elderly"]
+SEVERITIES = ["No harm", "Low", "Moderate", "Severe", "Death"]
+FILTERS = [
+    {"kind": ["incident"]},
+    {"site": ["General Hospital"], "since": "2023-01-01"},
+    {"severity": ["Moderate", "Severe"], "kind": ["incident", "complaint"]},
+    {"specialty": ["Maternity"]},
+    {"location": ["Ward 7"], "since": "2022-01-01"},
+]
+
+
+def sentence_pool(n_max: int = 3000) -> list[str]:
+    from themes.demo import generate_demo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        m = generate_demo(Path(tmp), seed=5, n_records=3000, messy=False)
+        texts = []
+        for path in (m.files["incident"], m.files["claim"]):
+            df = pd.read_csv(path, dtype=str, encoding="cp1252", encoding_errors="replace").fillna(
+                ""
+            )
+            for col in ("Description", "Action taken", "Outcome", "Allegation summary"):
+                if col in df:
+                    texts += df[col].tolist()
+    sentences = {
+        s.strip()
+        for t in texts
+        for s in re.split(r"(?<=[.!?])\s+", t)
+        if 20 < len(s.strip()) < 300 and not re.match(r"^\d\d:\d\d", s.strip())
+    }
+    pool = sorted(sentences)
+    rng = np.random.default_rng(0)
+    return [pool[i] for i in rng.permutation(len(pool))[:n_max]]
+
+
+def build(n: int) -> dict[str, Any]:
+    from themes.embed import SentenceTransformerEmbedder
+    from themes.search import new_index
+    from themes.settings import load_settings
+
+    settings = load_settings()
+    pool = sentence_pool()
+    t0 = time.perf_counter()
+    pool_vecs = SentenceTransformerEmbedder(settings.embed).encode(pool)
+    print(f"embedded {len(pool)} pool sentences in {time.perf_counter() - t0:.0f} s")
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 9, n)
+    picks = rng.integers(0, len(pool), (n, 8))
+    ids = [f"R{i:07d}" for i in range(n)]
+    texts = [" ".join(pool[j] for j in picks[i, : lengths[i]]) for i in range(n)]
+    vectors = np.zeros((n, pool_vecs.shape[1]), dtype=np.float16)
+    for start in range(0, n, 100_000):
+        end = min(n, start + 100_000)
+        sel = picks[start:end]
+        keep = np.arange(8)[None, :] < lengths[start:end, None]
+        v = (pool_vecs[sel] * keep[..., None]).sum(axis=1) / lengths[start:end, None]
+        v += 0.02 * rng.normal(size=v.shape)
+        vectors[start:end] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+    days = rng.integers(0, 6 * 365, n)
+    meta = pd.DataFrame(
+        {
+            "record_id": ids,
+            "event_date": pd.to_datetime(date(2020, 1, 1)) + pd.to_timedelta(days, unit="D"),
+            "theme_id": rng.integers(-1, 25, n),
+            "kind": rng.choice(KINDS, n, p=[0.7, 0.2, 0.1]),
+            "site": rng.choice(SITES, n, p=[0.5, 0.3, 0.2]),
+            "location": rng.choice(LOCATIONS, n),
+            "specialty": rng.choice(SPECIALTIES, n),
+            "severity": rng.choice(SEVERITIES, n, p=[0.4, 0.35, 0.15, 0.08, 0.02]),
+            "status": rng.choice(["Open", "Closed"], n),
+        }
+    )
+    WORK.mkdir(parents=True, exist_ok=True)
+    db = WORK / "texts.db"
+    db.unlink(missing_ok=True)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE texts (record_id TEXT PRIMARY KEY, clean_text TEXT)")
+        conn.executemany("INSERT INTO texts VALUES (?, ?)", zip(ids, texts, strict=True))
+    (WORK / "queries.json").write_text(
+        json.dumps([" ".join(rng.choice(pool, 2)) for _ in range(2000)])
+    )
+    params = settings.search
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        index = new_index(params.model_copy(update={"ann_min_records": 1}))
+        index.fit(ids, ids, texts, vectors, meta, model_id=settings.embed.model_id)
+        fit_s = time.perf_counter() - t0
+        index.save(WORK / "index")
+        build_s = time.perf_counter() - t0
+    return {
+        "records": n,
+        "pool_sentences": len(pool),
+        "build_s": round(build_s, 1),
+        "fit_s": round(fit_s, 1),
+        "build_peak_gb": mem.peak_gb,
+        "index_disk_gb": round(
+            sum(p.stat().st_size for p in (WORK / "index").rglob("*") if p.is_file()) / 2**30, 2
+        ),
+        "ann": {
+            "dtype": params.ann_dtype,
+            "connectivity": params.ann_connectivity,
+            "expansion_add": params.ann_expansion_add,
+        },
+    }
+
+
+def serve(mode: str, n_queries: int) -> dict[str, Any]:
+    """Load the saved index in this (fresh) process and time filtered queries."""
+    import psutil
+
+    from themes.embed import SentenceTransformerEmbedder
+    from themes.search import make_filters, retrieve, snippet
+    from themes.search_index import SearchIndex
+    from themes.settings import load_settings
+
+    settings = load_settings()
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        override = {} if mode == "ann" else {"ann_min_records": 10**12}
+        index = SearchIndex.load(
+            WORK / "index", ann_expansion_search=settings.search.ann_expansion_search, **override
+        )
+        load_s = time.perf_counter() - t0
+        embedder = SentenceTransformerEmbedder(settings.embed)
+        embedder.encode(["warm up the model"])
+        import torch
+
+        def embed_query(q: str) -> np.ndarray:
+            """As Searcher.embed_query: search.query_threads torch threads for one query."""
+            threads = torch.get_num_threads()
+            torch.set_num_threads(settings.search.query_threads)
+            try:
+                return embedder.encode([q])[0]
+            finally:
+                torch.set_num_threads(threads)
+
+        queries = json.loads((WORK / "queries.json").read_text())[:n_queries]
+        conn = sqlite3.connect(WORK / "texts.db")
+        times = []
+        for i, q in enumerate(queries):
+            f = make_filters(**FILTERS[i % len(FILTERS)])
+            t = time.perf_counter()
+            vec = embed_query(q)
+            tokens = index.query_tokens(q)
+            hits = retrieve(
+                index, tokens=tokens, vector=vec, settings=settings.search, n=10, filters=f
+            )
+            ids = [str(index.ids_[p]) for p, *_ in hits]
+            marks = ",".join("?" * len(ids))
+            rows = dict(
+                conn.execute(
+                    f"SELECT record_id, clean_text FROM texts WHERE record_id IN ({marks})", ids
+                )
+            )
+            terms = set(q.lower().split())
+            _ = [snippet(rows[r], terms) for r in ids]
+            times.append(time.perf_counter() - t)
+        rss_gb = round(psutil.Process().memory_info().rss / 2**30, 2)
+    out = {
+        "mode": mode,
+        "queries": len(queries),
+        "load_s": round(load_s, 1),
+        "p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
+        "p95_ms": round(1000 * float(np.percentile(times, 95)), 1),
+        "mean_ms": round(1000 * float(np.mean(times)), 1),
+        "peak_gb": mem.peak_gb,
+        "rss_after_gb": rss_gb,
+        "load_average_1m": round(os.getloadavg()[0], 1),
+        "query_threads": settings.search.query_threads,
+    }
+    if mode == "ann":
+        # dense recall@10 of the ANN path against exact search, same queries
+        vecs = embedder.encode(queries[:200])
+        for label, filt in (("unfiltered", None), ("filtered", "rotate")):
+            overlaps = []
+            for i, v in enumerate(vecs):
+                f = make_filters(**FILTERS[i % len(FILTERS)]) if filt else None
+                mask = index.mask(f)
+                exact = index.dense(v, n=10, mask=mask, exact=True)[0]
+                approx = index.dense(v, n=10, mask=mask)[0]
+                overlaps.append(len(set(exact) & set(approx)) / max(1, len(exact)))
+            out[f"recall@10_{label}"] = round(float(np.mean(overlaps)), 4)
+        times = []
+        for v in vecs:
+            t = time.perf_counter()
+            index.dense(v, n=10)
+            times.append(time.perf_counter() - t)
+        out["dense_only_p50_ms"] = round(1000 * float(np.percentile(times, 50)), 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--serve", choices=["ann", "exact"])
+    ap.add_argument("--skip-build", action="store_true")
+    args = ap.parse_args()
+    if args.serve:
+        print("RESULT " + json.dumps(serve(args.serve, args.queries)))
+        return
+    built = (
+        json.loads((WORK / "build.json").read_text()) if args.skip_build else build(args.records)
+    )
+    (WORK / "build.json").write_text(json.dumps(built))
+    modes = {}
+    for mode in ("ann", "exact"):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--serve", mode, "--queries", str(args.queries)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+        modes[mode] = json.loads(line.removeprefix("RESULT "))
+    res = {"build": built, "serve": modes}
+    a, e = modes["ann"], modes["exact"]
+    rows = [[m["mode"], m["p50_ms"], m["p95_ms"], m["load_s"], m["peak_gb"]] for m in (a, e)]
+    md = "\n".join(
+        [
+            "# Search speed (1,000,000 synthetic records)"
+            if built["records"] == 1_000_000
+            else f"# Search speed ({built['records']:,} synthetic records)",
+            "",
+            f"Index build (BM25 + usearch HNSW {built['ann']['dtype']}, M="
+            f"{built['ann']['connectivity']}): **{built['build_s']} s** "
+            f"(peak {built['build_peak_gb']} GB; {built['index_disk_gb']} GB on disk).",
+            "",
+            "Filtered text query end to end (query embedding with the model warm, BM25 + dense "
+            "under the filter, fusion, top-10 texts read from SQLite, snippets); "
+            f"{a['queries']} queries rotating over {len(FILTERS)} filters; target p95 ≤ 50 ms, "
+            "memory ≤ 3 GB:",
+            "",
+            md_table(["dense search", "p50 ms", "p95 ms", "load s", "peak GB (serving)"], rows),
+            "",
+            f"ANN recall@10 against exact search: **{a['recall@10_unfiltered']}** unfiltered, "
+            f"**{a['recall@10_filtered']}** filtered (target ≥ 0.95). Dense-only ANN query: "
+            f"{a['dense_only_p50_ms']} ms p50.",
+            "",
+            f"Command: `python benchmarks/bench_search_speed.py --records {built['records']}`",
+        ]
+    )
+    write_result("search_speed", res, md)
+
+
+if __name__ == "__main__":
+    main()

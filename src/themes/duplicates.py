@@ -1,0 +1,243 @@
+"""Near-duplicates: the same event reported twice (two incident reports, or a complaint or
+claim about an event also reported as an incident).
+
+Two records are a pair when their event dates are at most `search.duplicate_max_days`
+apart, they agree on `search.duplicate_match_fields` (site and location by default; an
+empty field does not count against them), and their embeddings are at least
+`search.duplicate_threshold` cosine-similar (calibrated on the demo's planted duplicates:
+benchmarks/bench_search.py). Pairs are kept in the
+`near_duplicates` table and found again only for new and changed records; groups are the
+connected components of the pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from themes.errors import ConfigError
+from themes.search_index import META_COLUMNS, SearchIndex
+from themes.settings import SearchSettings
+from themes.store import Store, metadata, utcnow
+
+log = logging.getLogger(__name__)
+
+near_duplicates = sa.Table(
+    "near_duplicates",
+    metadata,
+    sa.Column("record_a", sa.String, primary_key=True),
+    sa.Column("record_b", sa.String, primary_key=True),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("day_gap", sa.Integer, nullable=False),
+    sa.Column("found_at", sa.DateTime, nullable=False),
+)
+
+
+def ensure_table(store: Store) -> None:
+    """Create the near_duplicates table if it is not there yet."""
+    metadata.create_all(store.engine, tables=[near_duplicates])
+
+
+def candidates(
+    index: SearchIndex,
+    pos: int,
+    *,
+    max_days: int,
+    match_fields: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Records that could report the same event as record `pos`, most similar first.
+
+    Blocking: event dates at most `max_days` apart, and equal `match_fields` (a field
+    empty in either record does not block). Returns (positions, cosines).
+    """
+    order, days = _by_day(index)
+    d = int(index.days_[pos])
+    lo, hi = np.searchsorted(days, [d - max_days, d + max_days + 1])
+    cand = order[lo:hi]
+    cand = cand[cand != pos]
+    for field in match_fields:
+        codes = index.meta_[field].cat.codes.to_numpy()
+        cats = index.meta_[field].cat.categories
+        empty = cats.get_loc("") if "" in cats else -2
+        mine = codes[pos]
+        if mine != empty:
+            cand = cand[(codes[cand] == mine) | (codes[cand] == empty)]
+    if not len(cand):
+        return cand.astype(np.int64), np.zeros(0, dtype=np.float32)
+    q = np.asarray(index.vectors_[pos], dtype=np.float32)
+    sims = np.asarray(index.vectors_[np.sort(cand)], dtype=np.float32) @ q
+    cand = np.sort(cand)
+    best = np.argsort(-sims, kind="stable")
+    return cand[best].astype(np.int64), sims[best]
+
+
+def _by_day(index: SearchIndex) -> tuple[np.ndarray, np.ndarray]:
+    cached = getattr(index, "_day_order", None)
+    if cached is None or len(cached[0]) != len(index.days_):
+        order = np.argsort(index.days_, kind="stable")
+        cached = (order, index.days_[order])
+        index._day_order = cached
+    return cached
+
+
+def find_pairs(
+    index: SearchIndex,
+    positions: np.ndarray,
+    *,
+    threshold: float,
+    max_days: int,
+    match_fields: Sequence[str],
+) -> list[tuple[int, int, float, int]]:
+    """(position a, position b, cosine, day gap) with a < b, for pairs involving `positions`."""
+    out: dict[tuple[int, int], tuple[float, int]] = {}
+    for row in np.asarray(positions, dtype=np.int64).tolist():
+        cand, sims = candidates(index, row, max_days=max_days, match_fields=match_fields)
+        for other, sim in zip(cand.tolist(), sims.tolist(), strict=True):
+            if sim < threshold:
+                break
+            gap = abs(int(index.days_[row]) - int(index.days_[other]))
+            out[(min(row, other), max(row, other))] = (sim, gap)
+    return [(a, b, s, g) for (a, b), (s, g) in sorted(out.items())]
+
+
+def update_duplicates(
+    store: Store,
+    index: SearchIndex,
+    settings: SearchSettings,
+    *,
+    changed_ids: Sequence[str],
+) -> dict[str, Any]:
+    """Re-check pairs of new and changed records; drop pairs of records no longer indexed."""
+    ensure_table(store)
+    unknown = [f for f in settings.duplicate_match_fields if f not in META_COLUMNS]
+    if unknown:
+        raise ConfigError(
+            f"search.duplicate_match_fields has {unknown}; use any of {', '.join(META_COLUMNS)}."
+        )
+    indexed = set(index.ids_.tolist())
+    with store.connect() as conn:
+        existing = conn.execute(sa.select(near_duplicates.c.record_a, near_duplicates.c.record_b))
+        stale = [(a, b) for a, b in existing if a not in indexed or b not in indexed]
+    changed = [i for i in changed_ids if i in indexed]
+    positions = np.array([index.position(i) for i in changed], dtype=np.int64)
+    pairs = find_pairs(
+        index,
+        positions,
+        threshold=settings.duplicate_threshold,
+        max_days=settings.duplicate_max_days,
+        match_fields=settings.duplicate_match_fields,
+    )
+    now = utcnow()
+    rows = [
+        {
+            "record_a": str(index.ids_[a]),
+            "record_b": str(index.ids_[b]),
+            "score": float(s),
+            "day_gap": int(g),
+            "found_at": now,
+        }
+        for a, b, s, g in pairs
+    ]
+    with store.begin() as conn:
+        for start in range(0, len(changed), 400):
+            part = changed[start : start + 400]
+            conn.execute(
+                near_duplicates.delete().where(
+                    sa.or_(
+                        near_duplicates.c.record_a.in_(part), near_duplicates.c.record_b.in_(part)
+                    )
+                )
+            )
+        for a, b in stale:
+            conn.execute(
+                near_duplicates.delete().where(
+                    near_duplicates.c.record_a == a, near_duplicates.c.record_b == b
+                )
+            )
+        store.upsert(conn, near_duplicates, rows, keys=["record_a", "record_b"])
+    with store.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(near_duplicates)).scalar_one()
+    log.info("near-duplicates: %d pairs checked for %d records; %d pairs in all",
+             len(rows), len(changed), total)  # fmt: skip
+    return {"checked": len(changed), "pairs_found": len(rows), "pairs_total": int(total)}
+
+
+def group_pairs(pairs: Sequence[tuple[str, str, float]]) -> list[list[str]]:
+    """Connected components of the pairs (union-find), each sorted, largest first."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b, _ in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[str, list[str]] = {}
+    for x in parent:
+        groups.setdefault(root(x), []).append(x)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))
+
+
+def duplicate_groups(store: Store, *, limit: int | None = 100) -> list[dict[str, Any]]:
+    """Groups of records that report the same event, strongest first (de-identified)."""
+    from themes.search import record_details, snippet
+
+    ensure_table(store)
+    with store.connect() as conn:
+        pairs = [
+            (r[0], r[1], float(r[2]), int(r[3]))
+            for r in conn.execute(
+                sa.select(
+                    near_duplicates.c.record_a,
+                    near_duplicates.c.record_b,
+                    near_duplicates.c.score,
+                    near_duplicates.c.day_gap,
+                )
+            )
+        ]
+    groups = group_pairs([(a, b, s) for a, b, s, _ in pairs])
+    by_member = {m: i for i, g in enumerate(groups) for m in g}
+    out: list[dict[str, Any]] = []
+    for i, members in enumerate(groups):
+        mine = [p for p in pairs if by_member[p[0]] == i]
+        out.append(
+            {
+                "members": members,
+                "max_score": max(p[2] for p in mine),
+                "pairs": [
+                    {"record_a": a, "record_b": b, "score": round(s, 4), "day_gap": g}
+                    for a, b, s, g in sorted(mine, key=lambda p: -p[2])
+                ],
+            }
+        )
+    out.sort(key=lambda g: (-g["max_score"], g["members"][0]))
+    if limit is not None:
+        out = out[:limit]
+    details = record_details(store, [m for g in out for m in g["members"]])
+    result = []
+    for n, g in enumerate(out, start=1):
+        records = []
+        for m in g["members"]:
+            d = details.get(m)
+            if d is None:
+                continue
+            text, _ = snippet(d.pop("text"), set(), width=200)
+            records.append({**d, "snippet": text})
+        result.append(
+            {
+                "group": n,
+                "max_score": round(g["max_score"], 4),
+                "records": records,
+                "pairs": g["pairs"],
+            }  # fmt: skip
+        )
+    return result

@@ -1,0 +1,648 @@
+"""Similar-case search: hybrid BM25 + dense retrieval over de-identified records.
+
+The Python API the CLI and the web app call:
+
+    from themes.search import Searcher
+    searcher = Searcher(settings)            # opens the store and index, model loaded once
+    searcher.search("fell from bed at night", filters=Filters(kind=["incident"]), k=10)
+    searcher.similar("INC000123", k=10)
+
+or, for one call, `themes.search.search(text, settings=..., kind=[...], k=10)`.
+Every result carries only de-identified text. The JSON shape is in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from themes.errors import NotFoundError, ThemesError
+from themes.search_index import Filters, IndexCorruptError, SearchIndex
+from themes.settings import SearchSettings, Settings
+from themes.store import (
+    Store,
+    assignments,
+    clean_texts,
+    raw_records,
+    themes_table,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Version of the JSON shape returned by `Searcher.search` / `similar` (docs/cli.md)."""
+METHODS = ("hybrid", "bm25", "dense")
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+
+
+# -- fusion ----------------------------------------------------------------------------------
+def fuse(
+    bm25: tuple[np.ndarray, np.ndarray],
+    dense: tuple[np.ndarray, np.ndarray],
+    *,
+    method: str,
+    rrf_k: float,
+    dense_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse two ranked lists of (positions, scores), best first; returns the fused list.
+
+    `rrf`: weighted reciprocal rank fusion, (1-w)/(k + rank_bm25) + w/(k + rank_dense).
+    `convex`: min-max normalised scores, (1-w) * bm25 + w * dense (absent = 0).
+    """
+    fused: dict[int, float] = {}
+    weights = (1.0 - dense_weight, dense_weight)
+    for (pos, scores), w in zip((bm25, dense), weights, strict=True):
+        if not len(pos):
+            continue
+        if method == "rrf":
+            contrib = w / (rrf_k + np.arange(1, len(pos) + 1))
+        elif method == "convex":
+            lo, hi = float(np.min(scores)), float(np.max(scores))
+            contrib = w * ((scores - lo) / (hi - lo) if hi > lo else np.ones(len(scores)))
+        else:
+            raise ThemesError(f"search.fusion must be 'rrf' or 'convex', not '{method}'")
+        for p, c in zip(pos.tolist(), contrib.tolist(), strict=True):
+            fused[p] = fused.get(p, 0.0) + c
+    if not fused:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    items = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+    return (
+        np.array([p for p, _ in items], dtype=np.int64),
+        np.array([s for _, s in items], dtype=np.float32),
+    )
+
+
+def retrieve(
+    index: SearchIndex,
+    *,
+    tokens: Sequence[int],
+    vector: np.ndarray | None,
+    settings: SearchSettings,
+    n: int,
+    filters: Filters | None = None,
+    method: str = "hybrid",
+    exclude: int | None = None,
+) -> list[tuple[int, float, int | None, int | None]]:
+    """Ranked (position, score, bm25 rank, dense rank) for a query, filtered, best first."""
+    if method not in METHODS:
+        raise ThemesError(f"Unknown search method '{method}'; use one of {', '.join(METHODS)}.")
+    mask = index.mask(filters)
+    extra = 1 if exclude is not None else 0
+    pool = max(settings.candidates, n) + extra
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+    lexical = index.bm25(tokens, n=pool, mask=mask) if method != "dense" else empty
+    semantic = (
+        index.dense(vector, n=pool, mask=mask) if method != "bm25" and vector is not None else empty
+    )
+    if method == "bm25":
+        ranked = lexical
+    elif method == "dense":
+        ranked = semantic
+    else:
+        ranked = fuse(
+            lexical,
+            semantic,
+            method=settings.fusion,
+            rrf_k=settings.rrf_k,
+            dense_weight=settings.dense_weight,
+        )
+    b_rank = {int(p): r for r, p in enumerate(lexical[0].tolist(), start=1)}
+    d_rank = {int(p): r for r, p in enumerate(semantic[0].tolist(), start=1)}
+    out = []
+    for p, s in zip(ranked[0].tolist(), ranked[1].tolist(), strict=True):
+        if p == exclude:
+            continue
+        out.append((p, float(s), b_rank.get(p), d_rank.get(p)))
+    return out[:n]
+
+
+# -- snippets --------------------------------------------------------------------------------
+def snippet(text: str, terms: set[str], *, width: int = 240) -> tuple[str, list[list[int]]]:
+    """The window of `text` with the most query terms, and [start, end] spans of each term.
+
+    Terms are lower-case words; a text shorter than `width` is returned whole.
+    """
+    words = [(m.start(), m.end()) for m in _WORD.finditer(text) if m.group().lower() in terms]
+    start = 0
+    if len(text) > width and words:
+        best, j = 0, 0
+        for i, (s, _) in enumerate(words):
+            while words[j][0] < s - width + 40:
+                j += 1
+            if i - j + 1 > best:
+                best, start = i - j + 1, max(0, words[j][0] - 40)
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+    end = min(len(text), start + width)
+    while end < len(text) and not text[end - 1].isspace() and end - start < width + 30:
+        end += 1
+    piece = text[start:end]
+    spans = [[s - start, e - start] for s, e in words if s >= start and e <= end]
+    lead = "…" if start > 0 else ""
+    tail = "…" if end < len(text) else ""
+    shift = len(lead)
+    flat = (lead + piece + tail).replace("\n", " ")
+    return flat, [[a + shift, b + shift] for a, b in spans]
+
+
+# -- the store side --------------------------------------------------------------------------
+def index_path(settings: Settings) -> Path:
+    """Where the search index lives (beside the store unless search.index_dir says)."""
+    return settings.search.index_dir or settings.paths.data_dir / "search_index"
+
+
+def current_records(store: Store) -> pd.DataFrame:
+    """Every record with up-to-date clean text: id, clean hash, filter fields, theme."""
+    active = store.active_model()
+    model_id = active["model_id"] if active else None
+    a = assignments
+    j = raw_records.join(clean_texts, clean_texts.c.record_id == raw_records.c.record_id)
+    j = j.outerjoin(a, sa.and_(a.c.record_id == raw_records.c.record_id, a.c.model_id == model_id))
+    q = (
+        sa.select(
+            raw_records.c.record_id,
+            clean_texts.c.clean_hash,
+            raw_records.c.kind,
+            raw_records.c.event_date,
+            raw_records.c.site,
+            raw_records.c.location,
+            raw_records.c.specialty,
+            raw_records.c.severity,
+            raw_records.c.status,
+            a.c.theme_id,
+        )
+        .select_from(j)
+        .where(clean_texts.c.raw_hash == raw_records.c.raw_hash)
+        .order_by(raw_records.c.record_id)
+    )
+    with store.connect() as conn:
+        rows = conn.execute(q).all()
+    cols = ["record_id", "clean_hash", "kind", "event_date", "site", "location", "specialty"]
+    cols += ["severity", "status", "theme_id"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _clean_text_of(store: Store, ids: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with store.connect() as conn:
+        for start in range(0, len(ids), 900):
+            q = sa.select(clean_texts.c.record_id, clean_texts.c.clean_text).where(
+                clean_texts.c.record_id.in_(list(ids[start : start + 900]))
+            )
+            out.update({r[0]: r[1] for r in conn.execute(q)})
+    return out
+
+
+def _vectors_of(
+    store: Store, model_id: str, ids: list[str], hashes: dict[str, str]
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Cached embeddings of the records, read in slices into one float16 array.
+
+    Returns (ids that have a vector, their vectors, ids without one).
+    """
+    found: list[str] = []
+    missing: list[str] = []
+    parts: list[np.ndarray] = []
+    for start in range(0, len(ids), 50_000):
+        part = ids[start : start + 50_000]
+        vectors = store.get_embeddings(model_id, [hashes[r] for r in part])
+        have = [r for r in part if hashes[r] in vectors]
+        missing += [r for r in part if hashes[r] not in vectors]
+        if have:
+            parts.append(np.stack([vectors[hashes[r]] for r in have]).astype(np.float16))
+        found += have
+    dim = parts[0].shape[1] if parts else 0
+    return found, (np.concatenate(parts) if parts else np.zeros((0, dim), np.float16)), missing
+
+
+def new_index(settings: SearchSettings) -> SearchIndex:
+    """An unfitted index with the configured parameters."""
+    return SearchIndex(
+        ann_min_records=settings.ann_min_records,
+        ann_connectivity=settings.ann_connectivity,
+        ann_expansion_add=settings.ann_expansion_add,
+        ann_expansion_search=settings.ann_expansion_search,
+        ann_dtype=settings.ann_dtype,
+        prefilter_max_records=settings.prefilter_max_records,
+        bm25_k1=settings.bm25_k1,
+        bm25_b=settings.bm25_b,
+    )
+
+
+@dataclass
+class IndexUpdate:
+    """What `update_index` did."""
+
+    records: int
+    added: int
+    removed: int
+    rebuilt: bool
+    reason: str
+    mode: str
+    changed_ids: list[str]
+    not_embedded: int
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["changed_ids"] = len(self.changed_ids)
+        return d
+
+
+def _build_structural_params(s: SearchSettings) -> dict[str, Any]:
+    return {"ann_connectivity": s.ann_connectivity, "ann_dtype": s.ann_dtype}
+
+
+def load_index(settings: Settings) -> tuple[SearchIndex | None, str]:
+    """The saved index (query-time settings applied) or None with the reason it is unusable."""
+    path = index_path(settings)
+    if not (path / "manifest.json").is_file():
+        return None, f"no search index at {path}"
+    s = settings.search
+    try:
+        index = SearchIndex.load(
+            path,
+            ann_min_records=s.ann_min_records,
+            ann_expansion_search=s.ann_expansion_search,
+            prefilter_max_records=s.prefilter_max_records,
+        )
+    except IndexCorruptError as e:
+        return None, f"search index at {path} is corrupt ({e})"
+    if index.model_id_ != settings.embed.model_id:
+        return None, f"search index was built with {index.model_id_}, not {settings.embed.model_id}"
+    saved = {k: v for k, v in index._params().items() if k in ("ann_connectivity", "ann_dtype")}
+    if saved != _build_structural_params(s):
+        return None, f"search index was built with {saved}; settings now ask for another graph"
+    if (index.bm25_k1, index.bm25_b) != (s.bm25_k1, s.bm25_b):
+        index.bm25_k1, index.bm25_b = s.bm25_k1, s.bm25_b
+        index._build_bm25()
+    return index, "loaded"
+
+
+def update_index(store: Store, settings: Settings) -> tuple[SearchIndex, IndexUpdate]:
+    """Bring the saved index up to date with the store: new and changed records only.
+
+    A missing, corrupt or incompatible index is rebuilt from the store with a warning.
+    Vectors come from the embeddings cache (the embed step computed them).
+    """
+    path = index_path(settings)
+    current = current_records(store)
+    index, reason = load_index(settings)
+    rebuilt = index is None
+    if rebuilt:
+        log.warning("%s; rebuilding it from the store (%d records)", reason, len(current))
+        indexed: dict[str, str] = {}
+    else:
+        indexed = dict(zip(index.ids_.tolist(), index.hashes_.tolist(), strict=True))
+    hashes = dict(zip(current["record_id"], current["clean_hash"], strict=True))
+    keep = [rid for rid, h in hashes.items() if indexed.get(rid) == h]
+    todo = [rid for rid, h in hashes.items() if indexed.get(rid) != h]
+    todo, new_vectors, missing = _vectors_of(store, settings.embed.model_id, todo, hashes)
+    if missing:
+        log.warning(
+            "%d records have no embedding yet (e.g. %s); they join the search index on the "
+            "next run",
+            len(missing),
+            missing[:3],
+        )
+    texts = _clean_text_of(store, todo)
+    meta = current[current["record_id"].isin(set(keep) | set(todo))]
+    if rebuilt:
+        index = new_index(settings.search).fit(
+            todo,
+            [hashes[r] for r in todo],
+            [texts[r] for r in todo],
+            new_vectors,
+            meta,
+            model_id=settings.embed.model_id,
+        )
+        removed = 0
+    else:
+        removed = len(indexed) - len(keep)
+        index.update(
+            keep, todo, [hashes[r] for r in todo], [texts[r] for r in todo], new_vectors, meta
+        )
+    index.save(path)
+    info = IndexUpdate(
+        records=index.size,
+        added=len(todo),
+        removed=removed,
+        rebuilt=rebuilt,
+        reason=reason,
+        mode=index.mode,
+        changed_ids=todo,
+        not_embedded=len(missing),
+    )
+    log.info(
+        "search index: %d records (%s), %d added or changed, %d removed",
+        info.records,
+        info.mode,
+        info.added,
+        info.removed,
+    )
+    return index, info
+
+
+def refresh(settings: Settings) -> dict[str, Any]:
+    """The nightly step: update the search index, then the near-duplicate pairs."""
+    from themes.duplicates import update_duplicates
+    from themes.steps import open_store
+
+    store = open_store(settings)
+    index, info = update_index(store, settings)
+    dups = update_duplicates(store, index, settings.search, changed_ids=info.changed_ids)
+    return {**info.as_dict(), "duplicates": dups}
+
+
+# -- the searcher ----------------------------------------------------------------------------
+class Searcher:
+    """Search and "more like this" over the store's index; open once, query many times.
+
+    Args:
+        settings: The product settings (store, paths, embed and search sections are used).
+        store: An open store (default: open the configured one).
+        embedder: Embeds query text (default: the configured sentence-transformers model).
+    """
+
+    def __init__(self, settings: Settings, *, store: Store | None = None, embedder: Any = None):
+        from themes.steps import open_store
+
+        self.settings = settings
+        self.store = store or open_store(settings)
+        self._embedder = embedder
+        index, reason = load_index(settings)
+        if index is None:
+            index, _ = update_index(self.store, settings)
+        self.index = index
+        self._df: np.ndarray | None = None
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from themes.embed import SentenceTransformerEmbedder
+
+            self._embedder = SentenceTransformerEmbedder(self.settings.embed)
+        return self._embedder
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """The query's vector, embedded with `search.query_threads` torch threads."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.settings.search.query_threads)
+        try:
+            return self.embedder.encode([text])[0]
+        finally:
+            torch.set_num_threads(threads)
+
+    def search(
+        self,
+        text: str,
+        *,
+        filters: Filters | None = None,
+        k: int = 10,
+        offset: int = 0,
+        method: str = "hybrid",
+    ) -> dict[str, Any]:
+        """Records like a free-text description, best first (see docs/cli.md for the shape)."""
+        if not text.strip():
+            raise ThemesError("The search text is empty; describe the event to look for.")
+        tokens = self.index.query_tokens(text)
+        vector = self.embed_query(text) if method != "bm25" else None
+        hits = retrieve(
+            self.index,
+            tokens=tokens,
+            vector=vector,
+            settings=self.settings.search,
+            n=offset + k + 1,
+            filters=filters,
+            method=method,
+        )
+        terms = {w.lower() for w in _WORD.findall(text)} & self._vocab_terms(tokens)
+        return self._response({"text": text}, hits, terms, filters, k, offset, method)
+
+    def similar(
+        self,
+        record_id: str,
+        *,
+        filters: Filters | None = None,
+        k: int = 10,
+        offset: int = 0,
+        method: str = "hybrid",
+    ) -> dict[str, Any]:
+        """Records like an indexed record ("more like this"), the record itself left out."""
+        pos = self.index.position(record_id)
+        if pos is None:
+            raise NotFoundError(
+                f"Record '{record_id}' is not in the search index (unknown id, or not yet "
+                "de-identified and embedded: run `themes run`)."
+            )
+        tokens = self._distinctive_tokens(pos)
+        vector = np.asarray(self.index.vectors_[pos], dtype=np.float32)
+        hits = retrieve(
+            self.index,
+            tokens=tokens,
+            vector=vector,
+            settings=self.settings.search,
+            n=offset + k + 1,
+            filters=filters,
+            method=method,
+            exclude=pos,
+        )
+        terms = self._vocab_terms(tokens)
+        return self._response({"record_id": record_id}, hits, terms, filters, k, offset, method)
+
+    def _distinctive_tokens(self, pos: int, limit: int = 64) -> list[int]:
+        """A record's rarest terms: a long record's every word would drown the query."""
+        tokens = np.asarray(self.index.tokens_of(pos), dtype=np.int64)
+        if self._df is None:
+            self._df = self.index.document_frequency()
+        df = self._df[tokens]
+        keep = tokens[(df > 1)]
+        keep = keep[np.argsort(self._df[keep], kind="stable")][:limit]
+        return keep.tolist()
+
+    def _vocab_terms(self, tokens: Sequence[int]) -> set[str]:
+        inverse = getattr(self, "_inverse", None)
+        if inverse is None:
+            inverse = {v: k for k, v in self.index.tokenizer_.get_vocab_dict().items()}
+            self._inverse = inverse
+        return {inverse[t] for t in tokens if t in inverse}
+
+    def _response(
+        self,
+        query: dict[str, Any],
+        hits: list[tuple[int, float, int | None, int | None]],
+        terms: set[str],
+        filters: Filters | None,
+        k: int,
+        offset: int,
+        method: str,
+    ) -> dict[str, Any]:
+        page = hits[offset : offset + k]
+        ids = [str(self.index.ids_[p]) for p, *_ in page]
+        details = record_details(self.store, ids)
+        width = self.settings.search.snippet_chars
+        results = []
+        for rank, ((_, score, b_rank, d_rank), rid) in enumerate(
+            zip(page, ids, strict=True), start=offset + 1
+        ):
+            d = details.get(rid)
+            if d is None:  # deleted since the index was built
+                continue
+            snip, spans = snippet(d.pop("text"), terms, width=width)
+            results.append(
+                {
+                    "rank": rank,
+                    **d,
+                    "score": round(score, 6),
+                    "bm25_rank": b_rank,
+                    "dense_rank": d_rank,
+                    "snippet": snip,
+                    "highlights": spans,
+                }
+            )
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "query": query,
+            "method": method,
+            "filters": (filters or Filters()).as_dict(),
+            "k": k,
+            "offset": offset,
+            "next_offset": offset + k if len(hits) > offset + k else None,
+            "index": {"records": self.index.size, "mode": self.index.mode},
+            "results": results,
+        }
+
+
+def record_details(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """De-identified text, filter fields and current theme of the given records."""
+    if not ids:
+        return {}
+    active = store.active_model()
+    model_id = active["model_id"] if active else None
+    a = assignments
+    j = raw_records.join(clean_texts, clean_texts.c.record_id == raw_records.c.record_id)
+    j = j.outerjoin(a, sa.and_(a.c.record_id == raw_records.c.record_id, a.c.model_id == model_id))
+    j = j.outerjoin(
+        themes_table,
+        sa.and_(themes_table.c.model_id == model_id, themes_table.c.theme_id == a.c.theme_id),
+    )
+    q = (
+        sa.select(
+            raw_records.c.record_id,
+            raw_records.c.kind,
+            raw_records.c.event_date,
+            raw_records.c.site,
+            raw_records.c.location,
+            raw_records.c.specialty,
+            raw_records.c.severity,
+            raw_records.c.status,
+            a.c.theme_id,
+            themes_table.c.label,
+            clean_texts.c.clean_text,
+        )
+        .select_from(j)
+        .where(raw_records.c.record_id.in_(list(ids)))
+    )
+    with store.connect() as conn:
+        rows = conn.execute(q).all()
+    return {
+        r[0]: {
+            "record_id": r[0],
+            "kind": r[1],
+            "event_date": r[2].isoformat(),
+            "site": r[3],
+            "location": r[4],
+            "specialty": r[5],
+            "severity": r[6],
+            "status": r[7],
+            "theme_id": r[8],
+            "theme_label": r[9],
+            "text": r[10],
+        }
+        for r in rows
+    }
+
+
+def make_filters(
+    *,
+    kind: Sequence[str] | str | None = None,
+    since: date | str | None = None,
+    until: date | str | None = None,
+    site: Sequence[str] | str | None = None,
+    location: Sequence[str] | str | None = None,
+    specialty: Sequence[str] | str | None = None,
+    severity: Sequence[str] | str | None = None,
+    status: Sequence[str] | str | None = None,
+    theme: Sequence[int] | int | None = None,
+) -> Filters:
+    """Filters from loose arguments: a single value or a list; dates as ISO strings too."""
+
+    def many(v: Any) -> list[Any] | None:
+        if v is None:
+            return None
+        return [v] if isinstance(v, str | int) else list(v)
+
+    def day(v: date | str | None, name: str) -> date | None:
+        if v is None or isinstance(v, date):
+            return v
+        try:
+            return date.fromisoformat(v)
+        except ValueError as e:
+            raise ThemesError(f"--{name} '{v}' is not a date; use YYYY-MM-DD.") from e
+
+    return Filters(
+        kind=many(kind),
+        site=many(site),
+        location=many(location),
+        specialty=many(specialty),
+        severity=many(severity),
+        status=many(status),
+        theme=many(theme),
+        since=day(since, "since"),
+        until=day(until, "until"),
+    )
+
+
+def search(
+    text: str,
+    *,
+    settings: Settings | None = None,
+    k: int = 10,
+    offset: int = 0,
+    method: str = "hybrid",
+    **filters: Any,
+) -> dict[str, Any]:
+    """One search with the configured store and index (opens them; see `Searcher`)."""
+    from themes.settings import load_settings
+
+    searcher = Searcher(settings or load_settings())
+    return searcher.search(text, filters=make_filters(**filters), k=k, offset=offset, method=method)
+
+
+def search_summary(store: Store, settings: Settings) -> dict[str, Any]:
+    """Small facts for the governance report: index size and mode, duplicate groups."""
+    from themes.duplicates import duplicate_groups
+
+    path = index_path(settings)
+    manifest: dict[str, Any] = {}
+    if (path / "manifest.json").is_file():
+        manifest = json.loads((path / "manifest.json").read_text())
+    groups = duplicate_groups(store, limit=None)
+    return {
+        "indexed_records": manifest.get("records", 0),
+        "mode": "ann" if manifest.get("ann") else "exact",
+        "duplicate_groups": len(groups),
+        "records_in_duplicate_groups": sum(len(g["records"]) for g in groups),
+        "groups": groups[:10],
+    }

@@ -1,0 +1,613 @@
+"""The similar-case search index: BM25 (bm25s) and dense vectors (exact, or usearch ANN).
+
+One `SearchIndex` holds, for every indexed record, its id, the hash of its de-identified
+text, the structured fields investigators filter on, its embedding and its BM25 tokens.
+It is saved as a directory beside the store and updated incrementally: only new and
+changed records are tokenised and added to the ANN graph; BM25 weights are recomputed
+from the cached token ids (IDF depends on the whole collection).
+
+Dense search is exact below `ann_min_records` and approximate (usearch HNSW) above it;
+a filter that keeps few records is searched exactly over just those records
+(pre-filter), otherwise the ANN result is over-fetched and filtered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from themes.errors import NotFittedError, ThemesError
+from themes.records import IDENTIFIER_TYPES
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "site",
+    "location",
+    "specialty",
+    "severity",
+    "status",
+)
+"""Text fields a search can be filtered on (besides date and theme)."""
+EPOCH = np.datetime64("1970-01-01", "D")
+
+
+class IndexCorruptError(ThemesError):
+    """A saved search index is missing, incomplete or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What investigators filter on; None means no filter on that field.
+
+    Text fields match exactly, ignoring case; a list matches any of its values.
+    """
+
+    kind: Sequence[str] | None = None
+    site: Sequence[str] | None = None
+    location: Sequence[str] | None = None
+    specialty: Sequence[str] | None = None
+    severity: Sequence[str] | None = None
+    status: Sequence[str] | None = None
+    theme: Sequence[int] | None = None
+    since: date | None = None
+    until: date | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f) is None for f in self.__dataclass_fields__)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            out[name] = value.isoformat() if isinstance(value, date) else list(value)
+        return out
+
+
+def tokenizer_stopwords() -> list[str]:
+    """English stop words plus the de-identification placeholders ("[PERSON]" -> person)."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return sorted(set(STOPWORDS_EN) | {t.lower() for t in IDENTIFIER_TYPES})
+
+
+class SearchIndex:
+    """Hybrid retrieval over de-identified records (scikit-learn style: `fit`, then query).
+
+    Args:
+        ann_min_records: Collections at least this large get a usearch HNSW index.
+        ann_connectivity: HNSW graph degree (usearch `connectivity`).
+        ann_expansion_add: usearch `expansion_add` (build quality).
+        ann_expansion_search: usearch `expansion_search` (query quality).
+        ann_dtype: How usearch stores vectors ("f32", "f16", "i8").
+        prefilter_max_records: A filter keeping at most this many records is searched
+            exactly over those records; larger filtered sets use ANN with over-fetch.
+        bm25_k1: BM25 term-frequency saturation.
+        bm25_b: BM25 length normalisation.
+        threads: Threads for ANN build and search (0 = all cores).
+    """
+
+    def __init__(
+        self,
+        *,
+        ann_min_records: int = 50_000,
+        ann_connectivity: int = 16,
+        ann_expansion_add: int = 128,
+        ann_expansion_search: int = 64,
+        ann_dtype: str = "f16",
+        prefilter_max_records: int = 20_000,
+        bm25_k1: float = 1.5,
+        bm25_b: float = 0.75,
+        threads: int = 0,
+    ) -> None:
+        self.ann_min_records = ann_min_records
+        self.ann_connectivity = ann_connectivity
+        self.ann_expansion_add = ann_expansion_add
+        self.ann_expansion_search = ann_expansion_search
+        self.ann_dtype = ann_dtype
+        self.prefilter_max_records = prefilter_max_records
+        self.bm25_k1 = bm25_k1
+        self.bm25_b = bm25_b
+        self.threads = threads
+
+    # -- building ------------------------------------------------------------------------
+    def fit(
+        self,
+        ids: Sequence[str],
+        hashes: Sequence[str],
+        texts: Sequence[str],
+        vectors: np.ndarray,
+        meta: pd.DataFrame,
+        *,
+        model_id: str,
+    ) -> SearchIndex:
+        """Index records from scratch. `meta` has one row per id (see `set_meta`)."""
+        import bm25s
+
+        self.model_id_ = model_id
+        self.tokenizer_ = bm25s.tokenization.Tokenizer(stopwords=tokenizer_stopwords())
+        self.ids_ = np.asarray(list(ids), dtype=object)
+        self.hashes_ = np.asarray(list(hashes), dtype=object)
+        self.keys_ = np.arange(len(self.ids_), dtype=np.int64)
+        self.next_key_ = len(self.ids_)
+        vectors = _check_vectors(vectors, len(self.ids_))
+        self.vectors_ = vectors.astype(np.float16, copy=False)
+        self.dim_ = int(vectors.shape[1]) if len(vectors) else 0
+        self.tok_indptr_, self.tok_ids_ = self._tokenise(texts)
+        self.ann_ = None
+        self.set_meta(meta)
+        self._build_bm25()
+        self._sync_ann(added=self.keys_, removed=np.zeros(0, dtype=np.int64))
+        return self
+
+    def update(
+        self,
+        keep: Sequence[str],
+        new_ids: Sequence[str],
+        new_hashes: Sequence[str],
+        new_texts: Sequence[str],
+        new_vectors: np.ndarray,
+        meta: pd.DataFrame,
+    ) -> SearchIndex:
+        """Keep the indexed records in `keep`, drop the rest, append the new ones.
+
+        A changed record is passed as dropped (not in `keep`) and new. `meta` covers the
+        final set of ids and replaces every record's filter fields.
+        """
+        self._check_fitted()
+        keep_mask = np.isin(self.ids_, np.asarray(list(keep), dtype=object))
+        removed = self.keys_[~keep_mask]
+        new_vectors = _check_vectors(new_vectors, len(new_ids))
+        if len(new_ids) and not self.dim_:
+            self.dim_ = int(new_vectors.shape[1])
+        new_vectors = new_vectors.reshape(len(new_ids), self.dim_)
+        added = np.arange(self.next_key_, self.next_key_ + len(new_ids), dtype=np.int64)
+        self.next_key_ += len(new_ids)
+        lengths = np.diff(self.tok_indptr_)
+        kept_tokens = self.tok_ids_[np.repeat(keep_mask, lengths)]
+        kept_indptr = np.concatenate([[0], np.cumsum(lengths[keep_mask])])
+        new_indptr, new_tokens = self._tokenise(new_texts)
+        self.tok_ids_ = np.concatenate([kept_tokens, new_tokens]).astype(np.int32)
+        self.tok_indptr_ = np.concatenate([kept_indptr, kept_indptr[-1] + new_indptr[1:]])
+        self.ids_ = np.concatenate([self.ids_[keep_mask], np.asarray(list(new_ids), object)])
+        self.hashes_ = np.concatenate(
+            [self.hashes_[keep_mask], np.asarray(list(new_hashes), dtype=object)]
+        )
+        self.keys_ = np.concatenate([self.keys_[keep_mask], added])
+        old = np.asarray(self.vectors_[keep_mask], dtype=np.float16).reshape(-1, self.dim_)
+        self.vectors_ = np.concatenate([old, new_vectors.astype(np.float16, copy=False)])
+        self.set_meta(meta)
+        self._build_bm25()
+        self._sync_ann(added=added, removed=removed)
+        return self
+
+    def set_meta(self, meta: pd.DataFrame) -> None:
+        """Replace the filter fields: columns record_id, event_date, theme_id, META_COLUMNS."""
+        missing = {"record_id", "event_date", "theme_id", *META_COLUMNS} - set(meta.columns)
+        if missing:
+            raise ThemesError(f"search index metadata lacks columns: {sorted(missing)}")
+        m = meta.drop_duplicates("record_id").set_index("record_id")
+        absent = [i for i in self.ids_ if i not in m.index]
+        if absent:
+            raise ThemesError(f"search index metadata lacks {len(absent)} ids, e.g. {absent[:3]}")
+        m = m.loc[list(self.ids_)]
+        self.meta_ = pd.DataFrame(
+            {
+                col: pd.Categorical(m[col].fillna("").astype(str).str.strip().str.lower())
+                for col in META_COLUMNS
+            }
+        )
+        days = pd.to_datetime(m["event_date"]).to_numpy(dtype="datetime64[D]")
+        self.days_ = (days - EPOCH).astype(np.int32)
+        self.themes_ = m["theme_id"].fillna(-1).astype(np.int32).to_numpy()
+
+    def _tokenise(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of texts as CSR arrays (indptr, ids), in slices to bound memory."""
+        lengths: list[np.ndarray] = []
+        flats: list[np.ndarray] = []
+        for start in range(0, len(texts), 50_000):
+            lists = self.tokenizer_.tokenize(
+                list(texts[start : start + 50_000]),
+                update_vocab=True,
+                return_as="ids",
+                show_progress=False,
+            )
+            n = np.array([len(t) for t in lists], dtype=np.int64)
+            lengths.append(n)
+            flats.append(np.fromiter((i for t in lists for i in t), np.int32, int(n.sum())))
+        n_all = np.concatenate([np.zeros(0, np.int64), *lengths])
+        indptr = np.concatenate([[0], np.cumsum(n_all)]).astype(np.int64)
+        return indptr, np.concatenate([np.zeros(0, np.int32), *flats])
+
+    def _build_bm25(self) -> None:
+        import bm25s
+
+        self.bm25_ = None
+        if not len(self.ids_):
+            return
+        vocab = dict(self.tokenizer_.get_vocab_dict())
+        docs = np.split(self.tok_ids_, self.tok_indptr_[1:-1])
+        corpus = [d.tolist() for d in docs]
+        self.bm25_ = bm25s.BM25(k1=self.bm25_k1, b=self.bm25_b)
+        self.bm25_.index((corpus, vocab), show_progress=False)
+
+    def _sync_ann(self, *, added: np.ndarray, removed: np.ndarray) -> None:
+        from usearch.index import Index
+
+        if len(self.ids_) < self.ann_min_records:
+            self.ann_ = None
+            return
+        if self.ann_ is None:
+            self.ann_ = Index(
+                ndim=self.dim_,
+                metric="cos",
+                dtype=self.ann_dtype,
+                connectivity=self.ann_connectivity,
+                expansion_add=self.ann_expansion_add,
+                expansion_search=self.ann_expansion_search,
+            )
+            added, removed = self.keys_, np.zeros(0, dtype=np.int64)
+            log.info("building the ANN index over %d records", len(added))
+        if len(removed):
+            self.ann_.remove(removed)
+        if len(added):
+            pos = np.searchsorted(self.keys_, added)
+            self.ann_.add(added, np.asarray(self.vectors_[pos]), threads=self.threads)
+
+    # -- querying ------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        self._check_fitted()
+        return len(self.ids_)
+
+    @property
+    def mode(self) -> str:
+        """ "ann" when an approximate index is in use, else "exact"."""
+        self._check_fitted()
+        return "ann" if self.ann_ is not None else "exact"
+
+    def position(self, record_id: str) -> int | None:
+        """Where a record sits in the index, or None if it is not indexed."""
+        self._check_fitted()
+        hits = np.flatnonzero(self.ids_ == record_id)
+        return int(hits[0]) if len(hits) else None
+
+    def mask(self, filters: Filters | None) -> np.ndarray | None:
+        """Boolean mask of the records a filter keeps (None = all records)."""
+        self._check_fitted()
+        if filters is None or filters.is_empty():
+            return None
+        keep = np.ones(len(self.ids_), dtype=bool)
+        for col in META_COLUMNS:
+            wanted = getattr(filters, col)
+            if wanted is None:
+                continue
+            cat = self.meta_[col].cat
+            codes = [
+                cat.categories.get_loc(v)
+                for v in {str(w).strip().lower() for w in wanted}
+                if v in cat.categories
+            ]
+            keep &= np.isin(cat.codes.to_numpy(), codes)
+        if filters.theme is not None:
+            keep &= np.isin(self.themes_, np.asarray(list(filters.theme), dtype=np.int32))
+        if filters.since is not None:
+            keep &= self.days_ >= _day(filters.since)
+        if filters.until is not None:
+            keep &= self.days_ <= _day(filters.until)
+        return keep
+
+    def query_tokens(self, text: str) -> list[int]:
+        """Token ids of a query (words the collection never used are dropped)."""
+        self._check_fitted()
+        vocab = self.tokenizer_.get_vocab_dict()
+        lists = self.tokenizer_.tokenize(
+            [text], update_vocab=False, return_as="string", show_progress=False
+        )
+        return list(dict.fromkeys(vocab[t] for t in lists[0] if t in vocab))
+
+    def tokens_of(self, pos: int) -> list[int]:
+        """The indexed token ids of one record (for "more like this")."""
+        self._check_fitted()
+        return list(dict.fromkeys(self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]]))
+
+    def bm25(
+        self, tokens: Sequence[int], *, n: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n positions and BM25 scores (only records sharing a term, inside the mask)."""
+        self._check_fitted()
+        if self.bm25_ is None or not tokens:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        weight = None if mask is None else mask.astype(np.float32)
+        scores = self.bm25_.get_scores([int(t) for t in tokens], weight_mask=weight)
+        return _top(scores, n, positive_only=True)
+
+    def dense(
+        self,
+        vector: np.ndarray,
+        *,
+        n: int,
+        mask: np.ndarray | None = None,
+        exact: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n positions and cosine similarities to `vector`, inside the mask."""
+        self._check_fitted()
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if not len(self.ids_):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        allowed = None if mask is None else np.flatnonzero(mask)
+        if allowed is not None and not len(allowed):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if (
+            exact
+            or self.ann_ is None
+            or (allowed is not None and len(allowed) <= self.prefilter_max_records)
+        ):
+            return self._exact(q, n, allowed)
+        return self._ann(q, n, allowed)
+
+    def _exact(
+        self, q: np.ndarray, n: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over all records (or the allowed ones), in slices of 65,536."""
+        pool = np.arange(len(self.ids_)) if allowed is None else allowed
+        best_pos: list[np.ndarray] = []
+        best_score: list[np.ndarray] = []
+        for start in range(0, len(pool), 65_536):
+            part = pool[start : start + 65_536]
+            block = (
+                self.vectors_[start : start + len(part)] if allowed is None else self.vectors_[part]
+            )
+            scores = block.astype(np.float32) @ q
+            top, vals = _top(scores, n)
+            best_pos.append(part[top])
+            best_score.append(vals)
+        pos, score = np.concatenate(best_pos), np.concatenate(best_score)
+        order, vals = _top(score, n)
+        return pos[order], vals
+
+    def _ann(
+        self, q: np.ndarray, n: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """HNSW search; with a filter, over-fetch by the inverse share kept, then retry."""
+        total = len(self.ids_)
+        share = 1.0 if allowed is None else len(allowed) / total
+        count = min(total, max(n, math.ceil(n / share * 2)))
+        mask = None
+        if allowed is not None:
+            mask = np.zeros(total, dtype=bool)
+            mask[allowed] = True
+        while True:
+            found = self.ann_.search(q, count, threads=1)
+            pos = np.searchsorted(self.keys_, np.asarray(found.keys, dtype=np.int64))
+            sims = 1.0 - np.asarray(found.distances, dtype=np.float32)
+            if mask is not None:
+                ok = mask[pos]
+                pos, sims = pos[ok], sims[ok]
+            if len(pos) >= n or count >= total:
+                return pos[:n].astype(np.int64), sims[:n]
+            if count >= 8 * self.prefilter_max_records:
+                return self._exact(q, n, allowed)
+            count = min(total, count * 4)
+
+    def neighbours(self, positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n nearest other records of each given record: (positions, cosines), (m, n).
+
+        Missing neighbours (a collection smaller than n + 1) are -1 with cosine -inf.
+        """
+        self._check_fitted()
+        positions = np.asarray(positions, dtype=np.int64)
+        out_pos = np.full((len(positions), n), -1, dtype=np.int64)
+        out_sim = np.full((len(positions), n), -np.inf, dtype=np.float32)
+        if not len(positions):
+            return out_pos, out_sim
+        count = min(n + 1, len(self.ids_))
+        for start in range(0, len(positions), 1024):
+            rows = positions[start : start + 1024]
+            queries = np.asarray(self.vectors_[rows], dtype=np.float32)
+            if self.ann_ is not None:
+                found = self.ann_.search(queries, count, threads=self.threads)
+                keys = np.asarray(found.keys, dtype=np.int64).reshape(len(rows), -1)
+                pos = np.searchsorted(self.keys_, keys)
+                sims = 1.0 - np.asarray(found.distances, dtype=np.float32).reshape(len(rows), -1)
+            else:
+                sims = np.concatenate(
+                    [
+                        queries @ np.asarray(self.vectors_[b : b + 65_536], np.float32).T
+                        for b in range(0, len(self.ids_), 65_536)
+                    ],
+                    axis=1,
+                )
+                pos = np.argsort(-sims, axis=1, kind="stable")[:, :count]
+                sims = np.take_along_axis(sims, pos, axis=1)
+            for i, row in enumerate(rows):
+                others = pos[i] != row
+                p, s = pos[i][others][:n], sims[i][others][:n]
+                out_pos[start + i, : len(p)] = p
+                out_sim[start + i, : len(s)] = s
+        return out_pos, out_sim
+
+    def document_frequency(self) -> np.ndarray:
+        """How many records contain each token id (from the BM25 matrix)."""
+        self._check_fitted()
+        if self.bm25_ is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.diff(np.asarray(self.bm25_.scores["indptr"]))
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write the index as a directory, atomically (a temporary folder, then a rename)."""
+        self._check_fitted()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        table = pd.DataFrame(
+            {
+                "record_id": self.ids_.astype(str),
+                "clean_hash": self.hashes_.astype(str),
+                "key": self.keys_,
+                "day": self.days_,
+                "theme_id": self.themes_,
+                **{c: self.meta_[c].astype(str) for c in META_COLUMNS},
+            }
+        )
+        table.to_parquet(tmp / "records.parquet", index=False)
+        np.save(tmp / "vectors.npy", np.asarray(self.vectors_, dtype=np.float16))
+        np.savez(tmp / "tokens.npz", indptr=self.tok_indptr_, ids=self.tok_ids_)
+        (tmp / "vocab.json").write_text(json.dumps(self.tokenizer_.get_vocab_dict()))
+        if self.bm25_ is not None:
+            self.bm25_.save(str(tmp / "bm25"), show_progress=False)
+        if self.ann_ is not None:
+            self.ann_.save(str(tmp / "ann.usearch"))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model_id": self.model_id_,
+            "records": len(self.ids_),
+            "dim": self.dim_,
+            "next_key": self.next_key_,
+            "ann": self.ann_ is not None,
+            "ann_records": len(self.ann_) if self.ann_ is not None else 0,
+            "tokens": int(len(self.tok_ids_)),
+            "params": self._params(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, path: Path, **params: Any) -> SearchIndex:
+        """Read a saved index; IndexCorruptError if anything is missing or inconsistent.
+
+        `params` override the saved query-time parameters (e.g. ann_expansion_search);
+        a change of ann_min_records, dtype or graph degree needs a rebuild.
+        """
+        import bm25s
+        from usearch.index import Index
+
+        path = Path(path)
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+            if manifest.get("format_version") != FORMAT_VERSION:
+                raise IndexCorruptError(
+                    f"search index format {manifest.get('format_version')} is not {FORMAT_VERSION}"
+                )
+            saved = dict(manifest["params"])
+            index = cls(**{**saved, **params})
+            table = pd.read_parquet(path / "records.parquet")
+            tokens = np.load(path / "tokens.npz")
+            vectors = np.load(path / "vectors.npy", mmap_mode="r")
+            vocab = json.loads((path / "vocab.json").read_text())
+            n = int(manifest["records"])
+            if len(table) != n or vectors.shape[0] != n or len(tokens["indptr"]) != n + 1:
+                raise IndexCorruptError(
+                    f"search index parts disagree: manifest {n} records, records.parquet "
+                    f"{len(table)}, vectors {vectors.shape[0]}, tokens {len(tokens['indptr']) - 1}"
+                )
+            index.model_id_ = manifest["model_id"]
+            index.dim_ = int(manifest["dim"])
+            index.next_key_ = int(manifest["next_key"])
+            index.ids_ = table["record_id"].to_numpy(dtype=object)
+            index.hashes_ = table["clean_hash"].to_numpy(dtype=object)
+            index.keys_ = table["key"].to_numpy(dtype=np.int64)
+            index.days_ = table["day"].to_numpy(dtype=np.int32)
+            index.themes_ = table["theme_id"].to_numpy(dtype=np.int32)
+            index.meta_ = pd.DataFrame(
+                {c: pd.Categorical(table[c].astype(str)) for c in META_COLUMNS}
+            )
+            index.vectors_ = vectors
+            index.tok_indptr_ = tokens["indptr"].astype(np.int64)
+            index.tok_ids_ = tokens["ids"].astype(np.int32)
+            if index.tok_indptr_[-1] != len(index.tok_ids_) or int(manifest["tokens"]) != len(
+                index.tok_ids_
+            ):
+                raise IndexCorruptError("search index token arrays are truncated")
+            index.tokenizer_ = bm25s.tokenization.Tokenizer(stopwords=tokenizer_stopwords())
+            index.tokenizer_.word_to_id = vocab
+            index.bm25_ = None
+            if n:
+                index.bm25_ = bm25s.BM25.load(
+                    str(path / "bm25"), load_corpus=False, show_progress=False
+                )
+                if int(index.bm25_.scores["num_docs"]) != n:
+                    raise IndexCorruptError("the BM25 matrix does not match the records")
+            index.ann_ = None
+            if manifest["ann"] and n >= index.ann_min_records:
+                index.ann_ = Index.restore(str(path / "ann.usearch"))
+                if index.ann_ is None or len(index.ann_) != manifest["ann_records"]:
+                    raise IndexCorruptError("the ANN file ann.usearch is unreadable or truncated")
+                index.ann_.expansion_search = index.ann_expansion_search
+        except IndexCorruptError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise IndexCorruptError(
+                f"cannot read the search index at {path}: {e.__class__.__name__}: {e}"
+            ) from e
+        return index
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "ann_min_records": self.ann_min_records,
+            "ann_connectivity": self.ann_connectivity,
+            "ann_expansion_add": self.ann_expansion_add,
+            "ann_expansion_search": self.ann_expansion_search,
+            "ann_dtype": self.ann_dtype,
+            "prefilter_max_records": self.prefilter_max_records,
+            "bm25_k1": self.bm25_k1,
+            "bm25_b": self.bm25_b,
+            "threads": self.threads,
+        }
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "ids_"):
+            raise NotFittedError("SearchIndex is not built; call fit() or SearchIndex.load().")
+
+
+def _check_vectors(vectors: np.ndarray, n: int) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    if vectors.dtype not in (np.float16, np.float32):
+        vectors = vectors.astype(np.float32)
+    if n == 0:
+        return vectors.reshape(0, vectors.shape[1] if vectors.ndim == 2 else 0)
+    if vectors.ndim != 2 or vectors.shape[0] != n:
+        raise ThemesError(f"expected {n} vectors, got an array of shape {vectors.shape}")
+    return vectors
+
+
+def _day(d: date) -> int:
+    return int((np.datetime64(d, "D") - EPOCH).astype(np.int64))
+
+
+def _top(
+    scores: np.ndarray, n: int, *, positive_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the n largest scores, best first."""
+    scores = np.asarray(scores)
+    if positive_only:
+        cand = np.flatnonzero(scores > 0)
+        if len(cand) > n:
+            cand = cand[np.argpartition(-scores[cand], n - 1)[:n]]
+    elif len(scores) > n:
+        cand = np.argpartition(-scores, n - 1)[:n]
+    else:
+        cand = np.arange(len(scores))
+    order = cand[np.argsort(-scores[cand], kind="stable")]
+    return order.astype(np.int64), scores[order].astype(np.float32)

@@ -1,0 +1,321 @@
+"""Similar-case search: filters, fusion, snippets, index persistence, near-duplicates."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from themes.records import text_hash
+from themes.search import fuse, retrieve, snippet, update_index
+from themes.search_index import META_COLUMNS, Filters, SearchIndex
+from themes.settings import SearchSettings
+from themes.store import clean_texts, raw_records, utcnow
+
+WORDS = [
+    *("patient", "fell", "bed", "rails", "night", "nurse", "insulin", "dose", "missed"),
+    *("pressure", "ulcer", "sepsis", "delay", "discharge", "ward", "theatre", "swab"),
+    *("retained", "wrong", "site", "surgery", "oxygen", "observations"),
+]
+KINDS = ["incident", "complaint", "claim"]
+SITES = ["Royal Infirmary", "General Hospital", "Community"]
+SEVERITIES = ["No harm", "Low", "Moderate", "Severe", "Death"]
+
+
+def _corpus(n: int, seed: int = 0) -> tuple[list[str], list[str], np.ndarray, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    ids = [f"R{i:05d}" for i in range(n)]
+    texts = [" ".join(rng.choice(WORDS, 10)) for _ in range(n)]
+    centres = rng.normal(size=(20, 24))
+    vecs = centres[rng.integers(0, 20, n)] + 0.4 * rng.normal(size=(n, 24))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    meta = pd.DataFrame(
+        {
+            "record_id": ids,
+            "event_date": [
+                date(2024, 1, 1) + timedelta(days=int(d)) for d in rng.integers(0, 700, n)
+            ],
+            "theme_id": rng.integers(-1, 6, n),
+            "kind": rng.choice(KINDS, n),
+            "site": rng.choice(SITES, n),
+            "location": rng.choice(["Ward 1", "Ward 2", "ED", None], n),
+            "specialty": rng.choice(["Surgery", "Medicine"], n),
+            "severity": rng.choice(SEVERITIES, n),
+            "status": rng.choice(["Open", "Closed"], n),
+        }
+    )
+    return ids, texts, vecs, meta
+
+
+def _random_filters(rng: np.random.Generator) -> Filters:
+    start = date(2024, 1, 1) + timedelta(days=int(rng.integers(0, 600)))
+    return Filters(
+        kind=[str(rng.choice(KINDS))] if rng.random() < 0.6 else None,
+        site=[str(rng.choice(SITES)).upper()] if rng.random() < 0.5 else None,
+        severity=list(rng.choice(SEVERITIES, 2)) if rng.random() < 0.4 else None,
+        theme=[int(rng.integers(0, 6))] if rng.random() < 0.3 else None,
+        since=start if rng.random() < 0.5 else None,
+        until=start + timedelta(days=int(rng.integers(10, 300))) if rng.random() < 0.5 else None,
+        status=["closed"] if rng.random() < 0.3 else None,
+    )
+
+
+def _satisfies(meta: pd.Series, f: Filters) -> bool:
+    for col in META_COLUMNS:
+        wanted = getattr(f, col)
+        if wanted is not None:
+            value = "" if meta[col] is None else str(meta[col]).lower()
+            if value not in {w.lower() for w in wanted}:
+                return False
+    if f.theme is not None and meta["theme_id"] not in f.theme:
+        return False
+    if f.since is not None and meta["event_date"] < f.since:
+        return False
+    return not (f.until is not None and meta["event_date"] > f.until)
+
+
+@pytest.mark.parametrize("ann_min_records", [10**9, 100], ids=["exact", "ann"])
+def test_filters_never_return_a_record_outside_them(ann_min_records: int) -> None:
+    ids, texts, vecs, meta = _corpus(3000)
+    index = SearchIndex(ann_min_records=ann_min_records, prefilter_max_records=200).fit(
+        ids, ids, texts, vecs, meta, model_id="test"
+    )
+    assert index.mode == ("ann" if ann_min_records == 100 else "exact")
+    by_id = meta.set_index("record_id")
+    settings = SearchSettings(candidates=50)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for _ in range(40):
+        f = _random_filters(rng)
+        q = int(rng.integers(0, len(ids)))
+        for method in ("hybrid", "bm25", "dense"):
+            hits = retrieve(
+                index,
+                tokens=index.query_tokens(texts[q]),
+                vector=vecs[q],
+                settings=settings,
+                n=30,
+                filters=f,
+                method=method,
+            )
+            for pos, *_ in hits:
+                assert _satisfies(by_id.loc[ids[pos]], f), (f, ids[pos])
+                checked += 1
+        # filtered dense search loses nothing against exact search over the same filter
+        exact = index.dense(vecs[q], n=10, mask=index.mask(f), exact=True)[0]
+        approx = index.dense(vecs[q], n=10, mask=index.mask(f))[0]
+        assert len(set(exact) & set(approx)) >= 0.8 * len(exact)
+    assert checked > 500
+
+
+def test_fusion_follows_the_formulas() -> None:
+    bm25 = (np.array([7, 3, 5]), np.array([9.0, 4.0, 1.0]))
+    dense = (np.array([5, 8]), np.array([0.9, 0.5]))
+    pos, score = fuse(bm25, dense, method="rrf", rrf_k=10, dense_weight=0.25)
+    expected = {7: 0.75 / 11, 3: 0.75 / 12, 5: 0.75 / 13 + 0.25 / 11, 8: 0.25 / 12}
+    assert dict(zip(pos.tolist(), score.tolist(), strict=True)) == pytest.approx(expected)
+    assert pos.tolist() == sorted(expected, key=lambda p: -expected[p])
+    pos, score = fuse(bm25, dense, method="convex", rrf_k=0, dense_weight=0.5)
+    got = dict(zip(pos.tolist(), score.tolist(), strict=True))
+    assert got == pytest.approx({7: 0.5, 3: 0.5 * 3 / 8, 5: 0.5, 8: 0.0})
+
+
+def test_snippet_highlights_the_query_terms() -> None:
+    text = (
+        "Routine observations. " * 30
+        + "Insulin dose was missed at night on the ward. "
+        + ("Nothing else. " * 30)
+    )
+    snip, spans = snippet(text, {"insulin", "night"}, width=120)
+    assert len(snip) <= 160
+    marked = [snip[a:b].lower() for a, b in spans]
+    assert "insulin" in marked and "night" in marked
+
+
+def _fill_store(store, n: int, *, start: int = 0, dim: int = 16, seed: int = 0) -> list[str]:  # noqa: ANN001
+    """Records with clean texts and cached embeddings, as the flow leaves them."""
+    rng = np.random.default_rng(seed)
+    ids, now, vecs = [], utcnow(), {}
+    raw, clean = [], []
+    for i in range(start, start + n):
+        rid = f"INC{i:06d}"
+        text = " ".join(rng.choice(WORDS, 8))
+        h = text_hash(text)
+        ids.append(rid)
+        raw.append(
+            {
+                "record_id": rid,
+                "kind": "incident",
+                "source": "t",
+                "file": "t.csv",
+                "row_number": i,
+                "event_date": date(2025, 1, 1) + timedelta(days=i % 50),
+                "site": SITES[i % 3],
+                "narrative": text,
+                "raw_hash": h,
+                "first_seen": now,
+                "updated_at": now,
+            }  # fmt: skip
+        )
+        clean.append(
+            {
+                "record_id": rid,
+                "raw_hash": h,
+                "clean_text": text,
+                "clean_hash": h,
+                "entity_counts": "{}",
+                "cleaned_at": now,
+            }  # fmt: skip
+        )
+        v = rng.normal(size=dim)
+        vecs[h] = (v / np.linalg.norm(v)).astype(np.float32)
+    with store.begin() as conn:
+        store.upsert(conn, raw_records, raw, keys=["record_id"])
+        store.upsert(conn, clean_texts, clean, keys=["record_id"])
+    store.put_embeddings("all-MiniLM-L6-v2", vecs)
+    return ids
+
+
+def test_index_updates_only_new_and_changed_records(settings, store) -> None:  # noqa: ANN001
+    _fill_store(store, 60)
+    index, info = update_index(store, settings)
+    assert (info.rebuilt, info.added, index.size) == (True, 60, 60)
+    index, info = update_index(store, settings)
+    assert (info.rebuilt, info.added, info.removed) == (False, 0, 0)
+    _fill_store(store, 5, start=60, seed=1)
+    new_text = "retained swab after theatre"
+    with store.begin() as conn:
+        conn.execute(
+            clean_texts.update()
+            .where(clean_texts.c.record_id == "INC000003")
+            .values(clean_text=new_text, clean_hash=text_hash(new_text))
+        )
+        conn.execute(raw_records.delete().where(raw_records.c.record_id == "INC000007"))
+    store.put_embeddings("all-MiniLM-L6-v2", {text_hash(new_text): np.eye(16, dtype=np.float32)[0]})
+    index, info = update_index(store, settings)
+    assert (info.added, info.removed, index.size) == (6, 2, 64)
+    assert sorted(info.changed_ids)[0] == "INC000003"
+    assert index.position("INC000007") is None
+    hits = index.bm25(index.query_tokens("retained swab"), n=3)[0]
+    assert index.ids_[hits[0]] == "INC000003"
+
+
+@pytest.mark.parametrize("damage", ["manifest", "vectors", "ann", "missing"])
+def test_a_corrupt_or_missing_index_is_rebuilt_with_a_log_line(
+    settings,
+    store,
+    damage: str,
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+) -> None:
+    settings = settings.model_copy(
+        update={"search": settings.search.model_copy(update={"ann_min_records": 10})}
+    )
+    _fill_store(store, 40)
+    index, _ = update_index(store, settings)
+    assert index.mode == "ann"
+    path = settings.paths.data_dir / "search_index"
+    if damage == "manifest":
+        (path / "manifest.json").write_text("{not json")
+    elif damage == "vectors":
+        data = (path / "vectors.npy").read_bytes()
+        (path / "vectors.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "ann":
+        (path / "ann.usearch").write_bytes(b"\0" * 64)
+    else:
+        import shutil
+
+        shutil.rmtree(path)
+    with caplog.at_level(logging.WARNING, logger="themes.search"):
+        index, info = update_index(store, settings)
+    assert info.rebuilt and index.size == 40
+    assert any("rebuilding it from the store" in r.getMessage() for r in caplog.records)
+    again, info = update_index(store, settings)
+    assert not info.rebuilt and again.size == 40
+
+
+# -- end to end on the shared demo flow run ---------------------------------------------
+def _planted(demo_run) -> tuple[set[str], list[tuple[str, str]]]:  # noqa: ANN001
+    identifiers, pairs = set(), []
+    with demo_run["manifest"].labels_path.open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            identifiers |= {i["value"] for i in json.loads(row["identifiers"] or "[]")}
+            if row["is_duplicate_of"]:
+                pairs.append((row["record_id"], row["is_duplicate_of"]))
+    return identifiers, pairs
+
+
+@pytest.fixture(scope="module")
+def searcher(demo_run):  # noqa: ANN001, ANN201
+    from themes.search import Searcher
+
+    return Searcher(demo_run["settings"])
+
+
+@pytest.mark.slow
+def test_search_finds_the_kind_of_event_and_respects_filters(demo_run, searcher) -> None:  # noqa: ANN001
+    assert demo_run["summary"]["search"]["records"] > 800
+    data = searcher.search("patient fell out of bed at night and hit their head", k=10)
+    assert len(data["results"]) == 10
+    top = data["results"][0]
+    assert {"record_id", "kind", "event_date", "theme_label", "score", "snippet"} <= set(top)
+    assert any(top["snippet"][a:b].lower() in {"fell", "bed", "night", "head"}
+               for a, b in top["highlights"])  # fmt: skip
+    page2 = searcher.search("patient fell out of bed at night and hit their head", k=10, offset=10)
+    assert not {r["record_id"] for r in data["results"]} & {
+        r["record_id"] for r in page2["results"]
+    }
+    f = Filters(kind=["complaint"], since=date(2025, 1, 1))
+    filtered = searcher.search("patient fell out of bed", filters=f, k=20)
+    assert filtered["results"]
+    assert all(r["kind"] == "complaint" and r["event_date"] >= "2025-01-01"
+               for r in filtered["results"])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_planted_near_duplicates_rank_first_and_are_grouped(demo_run, searcher) -> None:  # noqa: ANN001
+    from themes.duplicates import candidates, duplicate_groups
+
+    _, pairs = _planted(demo_run)
+    index, s = searcher.index, demo_run["settings"].search
+    pairs = [
+        (a, b) for a, b in pairs if index.position(a) is not None and index.position(b) is not None
+    ]
+    assert len(pairs) >= 5
+    for dup, original in pairs:
+        cand, _ = candidates(
+            index, index.position(dup), max_days=s.duplicate_max_days,
+            match_fields=s.duplicate_match_fields,
+        )  # fmt: skip
+        assert index.ids_[cand[0]] == original, (dup, original)
+    groups = duplicate_groups(searcher.store, limit=None)
+    grouped = [{r["record_id"] for r in g["records"]} for g in groups]
+    found = sum(any({a, b} <= g for g in grouped) for a, b in pairs)
+    assert found >= 0.9 * len(pairs)
+    assert len(groups) <= 1.2 * len(pairs) + 1
+
+
+@pytest.mark.slow
+def test_search_outputs_never_contain_a_planted_identifier(demo_run, searcher) -> None:  # noqa: ANN001
+    from themes.duplicates import duplicate_groups
+
+    identifiers, pairs = _planted(demo_run)
+    outputs = [
+        searcher.search(q, k=50)
+        for q in ("patient fell", "complaint about the attitude of staff", "medication error")
+    ]
+    outputs += [searcher.similar(a, k=20) for a, _ in pairs[:3]]
+    outputs.append(duplicate_groups(searcher.store, limit=None))
+    text = json.dumps(outputs, ensure_ascii=False)
+    leaked = [v for v in identifiers if re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text)]
+    assert len(identifiers) > 100
+    assert not leaked, leaked[:3]
+    with searcher.store.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(raw_records)).scalar_one()
+    assert n > 0
