@@ -182,6 +182,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Split by kind, site, location or specialty.")
         ] = None,
         weekly: Annotated[bool, typer.Option("--weekly", help="Weeks, not months.")] = False,
+        share: Annotated[
+            bool, typer.Option("--share", help="Share of all records in the period (0-1).")
+        ] = False,
         as_json: JsonOpt = False,
     ) -> None:
         """Counts per theme and period, or one theme's XmR chart with special causes."""
@@ -202,7 +205,10 @@ def register(app: typer.Typer) -> None:
                     raise NotFoundError(f"No records in theme {theme_id}.")
             if by:
                 return em.breakdown(frame, by, freq=freq)
-            return em.theme_counts(frame, freq=freq)
+            counts = em.theme_counts(frame, freq=freq)
+            if share and theme_id is None:
+                return em.shares(counts, em.all_records_dates(_store()), freq=freq)
+            return counts
 
         table_data = _guard(load)
         if by:
@@ -234,16 +240,20 @@ def register(app: typer.Typer) -> None:
             for w in chart["warnings"]:
                 console.print(f"[yellow]Warning:[/] {w}")
             return
+        cast = (lambda v: round(float(v), 4)) if share else int  # noqa: E731
         out = {
             "periods": [str(p) for p in table_data.index],
-            "themes": {int(k): [int(v) for v in table_data[k]] for k in table_data.columns},
+            "themes": {
+                int(k): [cast(v) for v in table_data[k]] for k in sorted(table_data.columns)
+            },
         }
         if as_json:
-            _emit_json({"freq": freq, **out})
+            _emit_json({"freq": freq, "share": share, **out})
             return
         table = Table("theme", *out["periods"][-6:])
         for k, values in out["themes"].items():
-            table.add_row(str(k), *[str(v) for v in values[-6:]])
+            shown = [f"{v:.1%}" if share else str(v) for v in values[-6:]]
+            table.add_row(str(k), *shown)
         console.print(table)
 
     @app.command()

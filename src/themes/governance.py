@@ -111,6 +111,11 @@ def report_data(
             "periods": [str(p) for p in counts.index],
             "themes": {int(k): [int(v) for v in counts[k].tolist()] for k in counts.columns},
             "labels": {int(k): themes[k]["label"] for k in counts.columns},
+            "shares": {
+                int(k): [None if pd.isna(v) else round(float(v), 4) for v in share[k].tolist()]
+                for k in counts.columns
+                if k in share
+            },
         },
         "breakdowns": {
             by: breakdown(frame, by, freq=freq, end=end)
@@ -414,6 +419,11 @@ def write_xlsx(data: dict[str, Any], path: Path) -> Path:
     counts.append(["theme_id", "label", *periods])
     for key, values in data["counts"]["themes"].items():
         counts.append([key, data["counts"]["labels"][key], *values])
+
+    shares_sheet = wb.create_sheet("Share of records")
+    shares_sheet.append(["theme_id", "label", *periods])
+    for key, values in data["counts"]["shares"].items():
+        shares_sheet.append([key, data["counts"]["labels"][key], *values])
 
     for by, rows in data["breakdowns"].items():
         sheet = wb.create_sheet(f"By {by}")
