@@ -1,0 +1,142 @@
+"""Action tracking on linked recommendations: validation, history, overdue and gaps."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from themes.actions import (
+    ActionError,
+    action_history,
+    add_action,
+    list_actions,
+    update_action,
+)
+from themes.errors import NotFoundError
+from themes.links import ensure_tables, flagged_actions, link_id, theme_links, theme_links_table
+from themes.recommendations import load_dir, save
+from themes.store import utcnow
+
+TODAY = date(2026, 1, 15)
+
+
+@pytest.fixture
+def corpus(store):  # noqa: ANN001, ANN201
+    save(store, load_dir(Path("config/recommendations")), file="config/recommendations")
+    return store
+
+
+def test_add_and_update_keep_full_history(corpus) -> None:  # noqa: ANN001
+    a = add_action(
+        corpus,
+        rec_id="ockenden-2022-iea-02",
+        owner="Director of Midwifery",
+        action="Daily staffing huddle with escalation to the site manager",
+        due_date="2026-03-31",
+        theme_id=4,
+        by="alice",
+    )
+    assert a["status"] == "open" and a["due_date"] == "2026-03-31" and a["created_by"] == "alice"
+    update_action(corpus, a["action_id"], by="bob", status="in progress")
+    done = update_action(
+        corpus, a["action_id"], by="carol", status="done", evidence="Audit of huddles, March"
+    )
+    assert done["status"] == "done" and done["updated_by"] == "carol"
+    history = action_history(corpus, a["action_id"])
+    assert [h["changed_by"] for h in history] == ["alice", "bob", "carol"]
+    assert history[0]["changes"]["owner"] == [None, "Director of Midwifery"]
+    assert history[1]["changes"] == {"status": ["open", "in progress"]}
+    assert history[2]["changes"]["status"] == ["in progress", "done"]
+    # a change that changes nothing writes no history
+    update_action(corpus, a["action_id"], by="dave", status="done")
+    assert len(action_history(corpus, a["action_id"])) == 3
+
+
+def test_bad_input_is_refused_with_clear_errors(corpus) -> None:  # noqa: ANN001
+    with pytest.raises(NotFoundError, match="No recommendation 'nope'"):
+        add_action(corpus, rec_id="nope", owner="x", action="y", by="a")
+    with pytest.raises(ActionError, match="status 'closed'"):
+        add_action(
+            corpus, rec_id="francis-2013-001", owner="x", action="y", status="closed", by="a"
+        )
+    with pytest.raises(ActionError, match="'31/31/2026' is not a date"):
+        add_action(
+            corpus, rec_id="francis-2013-001", owner="x", action="y", due_date="31/31/2026", by="a"
+        )
+    a = add_action(corpus, rec_id="francis-2013-001", owner="x", action="y", by="a")
+    with pytest.raises(ActionError, match="evidence"):
+        update_action(corpus, a["action_id"], by="a", status="done")
+    with pytest.raises(ActionError, match="cannot change rec_id"):
+        update_action(corpus, a["action_id"], by="a", rec_id="other")
+    with pytest.raises(NotFoundError):
+        update_action(corpus, 999, by="a", status="open")
+    assert list_actions(corpus)[0]["status"] == "open"  # nothing half-written
+
+
+def test_overdue_actions_are_listed(corpus) -> None:  # noqa: ANN001
+    late = add_action(
+        corpus, rec_id="francis-2013-001", owner="o", action="a", due_date="2026-01-01", by="u"
+    )
+    add_action(
+        corpus, rec_id="francis-2013-001", owner="o", action="b", due_date="2026-02-01", by="u"
+    )
+    done = add_action(
+        corpus,
+        rec_id="francis-2013-001",
+        owner="o",
+        action="c",
+        due_date="01/01/2026",
+        status="done",
+        evidence="minutes",
+        by="u",
+    )
+    overdue = list_actions(corpus, overdue=True, today=TODAY)
+    assert [a["action_id"] for a in overdue] == [late["action_id"]]
+    assert overdue[0]["overdue"] is True
+    assert done["due_date"] == "2026-01-01"
+
+
+def _link(store, theme_id: int, rec_id: str, *, strong: bool, rank: int = 1) -> str:  # noqa: ANN001
+    ensure_tables(store)
+    lid = link_id(theme_id, rec_id)
+    now = utcnow()
+    with store.begin() as conn:
+        conn.execute(
+            theme_links_table.insert().values(
+                link_id=lid,
+                theme_id=theme_id,
+                rec_id=rec_id,
+                model_id="m",
+                rank=rank,
+                score=3.0,
+                probability=0.9 if strong else 0.2,
+                strong=strong,
+                n_cases=10,
+                evidence="[]",
+                current=True,
+                first_linked_at=now,
+                updated_at=now,
+            )
+        )
+    return lid
+
+
+def test_strong_links_without_action_are_flagged_until_an_action_exists(corpus) -> None:  # noqa: ANN001
+    _link(corpus, 1, "ockenden-2022-iea-10", strong=True)
+    _link(corpus, 1, "francis-2013-001", strong=False, rank=2)
+    _link(corpus, 2, "ockenden-2022-iea-10", strong=True)
+    gaps = flagged_actions(corpus, today=TODAY)["strong_without_action"]
+    assert {(g["theme_id"], g["rec_id"]) for g in gaps} == {
+        (1, "ockenden-2022-iea-10"),
+        (2, "ockenden-2022-iea-10"),
+    }
+    add_action(
+        corpus, rec_id="ockenden-2022-iea-10", owner="o", action="CTG training", theme_id=1, by="u"
+    )
+    gaps = flagged_actions(corpus, today=TODAY)["strong_without_action"]
+    assert [(g["theme_id"], g["rec_id"]) for g in gaps] == [(2, "ockenden-2022-iea-10")]
+    links = theme_links(corpus, 1)
+    assert [x["action_status"] for x in links] == ["open", "no action"]
+    assert links[0]["recommendation"]["title"] == "Labour and birth"

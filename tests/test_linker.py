@@ -1,0 +1,183 @@
+"""The hybrid linker: tokens, fusion, tuning, calibration; links on the demo flow's store."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from themes.demo_recommendations import PAIRING, demo_recommendations, write_demo_recommendations
+from themes.errors import NotFittedError
+from themes.linker import (
+    Components,
+    Linker,
+    Weights,
+    calibrate,
+    max_sim,
+    passages,
+    retrieval_metrics,
+    stem,
+    tokens,
+    tune,
+    zscore,
+)
+from themes.recommendations import Recommendation
+
+
+def test_tokens_drop_placeholders_and_stop_words_and_stem() -> None:
+    got = tokens("[PERSON] was found on the floor; falls and falling were not assessed.")
+    assert "person" not in got and "the" not in got
+    assert stem("falls") == stem("fall") == "fall"
+    assert stem("assessed") == "assess" and stem("assessing") == "assess"
+    assert "floor" in got and got.count("fall") == 2
+
+
+def test_passages_group_sentences_and_keep_list_items_apart() -> None:
+    text = "First sentence here. Second one follows.\n1. An item\nwrapped over a line.\n2. Another."
+    ps = passages(text, max_words=6)
+    assert ps[0] == "First sentence here. Second one follows."
+    assert any("An item wrapped over a line." in p for p in ps)
+    assert passages("") == ["(empty)"]
+
+
+def test_zscore_and_max_sim() -> None:
+    z = zscore(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
+    assert np.allclose(z[0], [-1.2247, 0.0, 1.2247], atol=1e-3) and np.all(z[1] == 0)
+    q = np.eye(3, dtype=np.float32)[[0, 1]]  # two passages of query 0
+    r = np.eye(3, dtype=np.float32)[[1, 2, 2]]  # item 0: passage e1; item 1: e2, e2
+    sims = max_sim(q, np.array([0, 0]), 1, r, np.array([0, 1, 1]), 2)
+    assert sims.tolist() == [[1.0, 0.0]]
+
+
+def test_metrics_tuning_and_calibration_on_constructed_scores() -> None:
+    rng = np.random.default_rng(0)
+    n, m = 200, 50
+    relevant = [{i % m} for i in range(n)]
+    truth = np.zeros((n, m))
+    truth[np.arange(n), np.arange(n) % m] = 1.0
+    # lexical is informative but noisy; dense is pure noise: tuning must not weight it up
+    comp = Components(
+        lexical=zscore(truth * 2.0 + rng.normal(size=(n, m))),
+        dense=zscore(rng.normal(size=(n, m))),
+    )
+    linker = Linker(encoder=None)  # type: ignore[arg-type]
+    linker.ids_ = [str(j) for j in range(m)]
+    linker.group_ = np.arange(m)
+    linker.n_groups_ = m
+    best, trials = tune(linker, comp, relevant)
+    assert best.dense == 0.0
+    noisy = max(t["mrr"] for t in trials if t["dense"] == 2.0)
+    assert retrieval_metrics(linker.fuse(comp, best), relevant)["mrr"] > noisy
+    slope, intercept = calibrate(linker.fuse(comp, best), relevant)
+    w = Weights(calibration_slope=slope, calibration_intercept=intercept)
+    assert slope > 0 and w.probability(4.0) > w.probability(1.0)
+
+
+def test_scoring_before_fit_is_a_clear_error() -> None:
+    with pytest.raises(NotFittedError, match="fit"):
+        Linker(encoder=None).score(["text"])  # type: ignore[arg-type]
+
+
+def test_metrics_count_first_hit_rank() -> None:
+    scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3]])
+    got = retrieval_metrics(scores, [{1}, {0, 1}])
+    assert got["mrr"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert got["recall@1"] == 0.0 and got["recall@5"] == 1.0
+
+
+# -- with the real embedding model ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def embedder():  # noqa: ANN201
+    from themes.embed import SentenceTransformerEmbedder
+    from themes.settings import EmbedSettings
+
+    return SentenceTransformerEmbedder(EmbedSettings())
+
+
+@pytest.mark.slow
+def test_linker_ranks_the_recommendation_written_for_the_topic_first(embedder) -> None:  # noqa: ANN001
+    recs = demo_recommendations()
+    linker = Linker(encoder=embedder).fit(recs)
+    queries = {
+        "falls": "[PERSON] was found on the floor beside the bed at night; no falls risk "
+        "assessment had been done and bed rails were not assessed.",
+        "sepsis_recognition": "NEWS2 of 7 was not escalated for four hours and IV "
+        "antibiotics were given late.",
+        "mental_health_observation": "Patient on 15-minute observations absconded from the "
+        "ward; a ligature point was found in the room.",
+    }
+    top = linker.top(list(queries.values()), k=3)
+    for slug, ranked in zip(queries, top, strict=True):
+        assert ranked[0]["rec_id"] in PAIRING[slug], (slug, ranked)
+    # document context: a sibling item of the same document lifts an item
+    two = [
+        Recommendation(id="a1", source="A", text="Check bed rails.", document="A"),
+        Recommendation(id="a2", source="A", text="Review night staffing.", document="A"),
+        Recommendation(id="b1", source="B", text="Review night staffing.", document="B"),
+    ]
+    lk = Linker(encoder=embedder, weights=Weights(document=1.0)).fit(two)
+    s = lk.score(["Bed rails were not checked and the night shift was short-staffed."])[0]
+    assert s[1] > s[2]
+
+
+def _copy_store(src_root: Path, dst_root: Path) -> None:
+    """A private copy of the shared demo store (the demo run stays read-only)."""
+    (dst_root / "var").mkdir(parents=True)
+    src = sqlite3.connect(src_root / "var" / "themes.db")
+    dst = sqlite3.connect(dst_root / "var" / "themes.db")
+    src.backup(dst)
+    src.close()
+    dst.close()
+
+
+@pytest.mark.slow
+def test_demo_theme_links_top_link_is_the_planted_pairing(
+    demo_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder
+) -> None:  # noqa: ANN001
+    from themes.links import case_links, flagged_actions, theme_links, update_links
+    from themes.recommendations import import_file
+    from themes.settings import load_settings
+    from themes.steps import open_store
+
+    _copy_store(demo_run["root"], tmp_path)
+    monkeypatch.setenv("THEMES_PATHS__DATA_DIR", str(tmp_path / "var"))
+    settings = load_settings()
+    store = open_store(settings)
+    import_file(store, write_demo_recommendations(tmp_path / "demo_recs.yaml"))
+    summary = update_links(store, settings, embedder=embedder)
+    assert summary["recomputed"] and summary["recommendations"] > len(PAIRING)
+
+    with demo_run["manifest"].labels_path.open(encoding="utf-8") as f:
+        planted = {r["record_id"]: r["theme"] for r in csv.DictReader(f)}
+    members: dict[int, Counter[str]] = {}
+    with store.connect() as conn:
+        for rid, tid in conn.execute(
+            __import__("sqlalchemy").text("SELECT record_id, theme_id FROM assignments")
+        ):
+            if tid >= 0 and rid in planted:
+                members.setdefault(tid, Counter())[planted[rid]] += 1
+    checked = hits = 0
+    for tid, counts in members.items():
+        slug, n = counts.most_common(1)[0]
+        if n / sum(counts.values()) < 0.7 or slug not in PAIRING:
+            continue  # not a clean planted theme
+        links = theme_links(store, tid)
+        checked += 1
+        hits += links[0]["recommendation"]["rec_id"] in PAIRING[slug]
+        assert links[0]["evidence"] and links[0]["evidence"][0]["case_phrase"]
+    assert checked >= 6
+    assert hits / checked >= 0.8, (hits, checked)
+
+    first_ids = {x["link_id"] for tid in members for x in theme_links(store, tid)}
+    again = update_links(store, settings, embedder=embedder)
+    assert again["recomputed"] is False  # nothing changed
+    assert {x["link_id"] for tid in members for x in theme_links(store, tid)} == first_ids
+    some = next(iter(planted))
+    got = case_links(store, some)
+    assert got["links"] and got["links"][0]["rank"] == 1
+    flags = flagged_actions(store)
+    assert flags["overdue"] == [] and isinstance(flags["strong_without_action"], list)
