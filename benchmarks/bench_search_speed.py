@@ -80,9 +80,15 @@ def build(n: int) -> dict[str, Any]:
 
     settings = load_settings()
     pool = sentence_pool()
-    t0 = time.perf_counter()
-    pool_vecs = SentenceTransformerEmbedder(settings.embed).encode(pool)
-    print(f"embedded {len(pool)} pool sentences in {time.perf_counter() - t0:.0f} s")
+    cached = WORK / f"pool_{len(pool)}.npy"
+    if cached.is_file():
+        pool_vecs = np.load(cached)
+    else:
+        t0 = time.perf_counter()
+        pool_vecs = SentenceTransformerEmbedder(settings.embed).encode(pool)
+        print(f"embedded {len(pool)} pool sentences in {time.perf_counter() - t0:.0f} s")
+        WORK.mkdir(parents=True, exist_ok=True)
+        np.save(cached, pool_vecs)
     rng = np.random.default_rng(1)
     lengths = rng.integers(3, 9, n)
     picks = rng.integers(0, len(pool), (n, 8))

@@ -2,8 +2,8 @@
 claim about an event also reported as an incident).
 
 Two records are a pair when their event dates are at most `search.duplicate_max_days`
-apart, they agree on `search.duplicate_match_fields` (site and location by default; an
-empty field does not count against them), and their embeddings are at least
+apart, they agree on `search.duplicate_match_fields` (site, location and specialty by
+default; an empty field does not count against them), and their embeddings are at least
 `search.duplicate_threshold` cosine-similar (calibrated on the demo's planted duplicates:
 benchmarks/bench_search.py). Pairs are kept in the
 `near_duplicates` table and found again only for new and changed records; groups are the

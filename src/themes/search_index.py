@@ -188,7 +188,9 @@ class SearchIndex:
             [self.hashes_[keep_mask], np.asarray(list(new_hashes), dtype=object)]
         )
         self.keys_ = np.concatenate([self.keys_[keep_mask], added])
-        old = np.asarray(self.vectors_[keep_mask], dtype=np.float16).reshape(-1, self.dim_)
+        old = np.asarray(self.vectors_[keep_mask], dtype=np.float16).reshape(
+            int(keep_mask.sum()), self.dim_
+        )
         self.vectors_ = np.concatenate([old, new_vectors.astype(np.float16, copy=False)])
         self.set_meta(meta)
         self._build_bm25()

@@ -195,11 +195,13 @@ class SearchSettings(_Section):
     query_threads: int = 1
     """Torch threads for embedding one query: one short text gains nothing from more, and
     on a busy 2-core machine more threads wait on each other."""
-    duplicate_threshold: float = 0.9
+    duplicate_threshold: float = 0.55
     """Cosine similarity from which two records are near-duplicates (calibrated on data)."""
-    duplicate_max_days: int = 7
+    duplicate_max_days: int = 2
     """Near-duplicates' event dates are at most this many days apart."""
-    duplicate_match_fields: list[str] = Field(default_factory=lambda: ["site", "location"])
+    duplicate_match_fields: list[str] = Field(
+        default_factory=lambda: ["site", "location", "specialty"]
+    )
     """Fields two reports of one event must share (an empty field does not block)."""
 
 
