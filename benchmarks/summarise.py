@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ["themes_quality", "deid", "performance"]
+ORDER = ["themes_quality", "stability", "emerging", "deid", "performance"]
 INTRO = """# Benchmarks
 
 Every figure here was measured by the script named under its table, on the project's
@@ -36,6 +36,9 @@ def main() -> None:
                     f"\n\n_Measured {machine.get('measured_at', '?')} on {machine.get('cpus')} "
                     f"CPUs, {machine.get('memory_gb')} GB, Python {machine.get('python')}._"
                 )
+        reading = ROOT / "benchmarks" / "readings" / f"{name}.md"
+        if reading.is_file():  # hand-written interpretation, kept across reruns
+            text += "\n\n" + reading.read_text().strip()
         parts.append("## " + text.removeprefix("# "))
     out = ROOT / "docs" / "benchmarks.md"
     out.write_text("\n\n".join(parts).rstrip() + "\n")
