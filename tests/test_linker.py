@@ -74,7 +74,7 @@ def test_metrics_tuning_and_calibration_on_constructed_scores() -> None:
     assert retrieval_metrics(linker.fuse(comp, best), relevant)["mrr"] > noisy
     slope, intercept = calibrate(linker.fuse(comp, best), relevant)
     w = Weights(calibration_slope=slope, calibration_intercept=intercept)
-    assert slope > 0 and w.probability(4.0) > w.probability(1.0)
+    assert slope > 0 and w.probability(4.0, n_items=m) > w.probability(1.0, n_items=m)
 
 
 def test_scoring_before_fit_is_a_clear_error() -> None:

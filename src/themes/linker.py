@@ -129,10 +129,22 @@ class Weights:
     calibration_slope: float = 1.0
     calibration_intercept: float = -6.0
 
-    def probability(self, score: np.ndarray | float) -> np.ndarray:
-        """Calibrated probability that a link with this final score is right."""
-        x = self.calibration_slope * np.asarray(score, dtype=np.float64)
-        return 1.0 / (1.0 + np.exp(-(x + self.calibration_intercept)))
+    def probability(self, score: np.ndarray | float, *, n_items: int) -> np.ndarray:
+        """Calibrated probability that a link with this final score is right, in a corpus
+        of `n_items` recommendations (see `surprise`)."""
+        x = self.calibration_slope * surprise(score, n_items=n_items)
+        return 1.0 / (1.0 + np.exp(-np.clip(x + self.calibration_intercept, -60, 60)))
+
+
+def surprise(score: np.ndarray | float, *, n_items: int) -> np.ndarray:
+    """How unlikely a standardised score this high is by chance in a corpus of `n_items`:
+    -ln(n_items * P(Z >= score)) under a standard normal. Calibrating on this rather than
+    on the raw score lets one calibration serve corpora of different sizes (the highest
+    z-score among many items is higher by chance than among few)."""
+    from scipy.special import log_ndtr
+
+    z = np.asarray(score, dtype=np.float64)
+    return -(np.log(max(n_items, 1)) + log_ndtr(-z))
 
 
 @dataclass
@@ -249,7 +261,7 @@ class Linker:
 
     def _ranked(self, row: np.ndarray, k: int) -> list[dict[str, Any]]:
         order = np.argsort(-row)[:k]
-        probs = self.weights.probability(row[order])
+        probs = self.weights.probability(row[order], n_items=len(self.ids_))
         return [
             {
                 "rec_id": self.ids_[j],
@@ -354,8 +366,8 @@ def tune(
 def calibrate(
     scores: np.ndarray, relevant: Sequence[set[int]], *, top_k: int = 10
 ) -> tuple[float, float]:
-    """Platt scaling: (slope, intercept) so that sigmoid(slope*score+intercept) estimates
-    the chance that a candidate in a query's top k is a right answer."""
+    """Platt scaling: (slope, intercept) so that sigmoid(slope * surprise(score) +
+    intercept) estimates the chance that a candidate in a query's top k is a right answer."""
     xs: list[float] = []
     ys: list[int] = []
     for i, rel in enumerate(relevant):
@@ -368,7 +380,8 @@ def calibrate(
         raise ThemesError("Calibration needs both right and wrong candidates.")
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=1.0).fit(np.asarray(xs)[:, None], np.asarray(ys))
+    x = surprise(np.asarray(xs), n_items=scores.shape[1])
+    model = LogisticRegression(C=1.0).fit(x[:, None], np.asarray(ys))
     slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
     return float(slope), float(intercept)
 
@@ -383,7 +396,7 @@ def reliability(
             continue
         j = int(np.argmax(scores[i]))
         right = j in rel
-        if float(weights.probability(scores[i, j])) >= threshold:
+        if float(weights.probability(scores[i, j], n_items=scores.shape[1])) >= threshold:
             strong += 1
             strong_right += right
         else:

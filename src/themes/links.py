@@ -261,7 +261,7 @@ def compute_links(
     for tid, i in index.items():
         mean = sums[i] / max(counts[i], 1)
         order = np.argsort(-mean)[: links.theme_top_k]
-        probs = linker.weights.probability(mean[order])
+        probs = linker.weights.probability(mean[order], n_items=n_recs)
         themes[tid] = [
             {
                 "rec_index": int(j),
@@ -331,7 +331,7 @@ def _write(
             "rec_id": linker.ids_[j],
             "rank": rank,
             "score": round(s, 4),
-            "probability": round(float(linker.weights.probability(s)), 4),
+            "probability": round(float(linker.weights.probability(s, n_items=len(linker.ids_))), 4),
             "clean_hash": h,
             "updated_at": now,
         }
