@@ -51,11 +51,20 @@ def centroids(vectors: np.ndarray, labels: np.ndarray) -> tuple[list[int], np.nd
     return ids, l2_normalise(cents)
 
 
-def ours(settings, texts, vectors, seed, anchors=None):  # noqa: ANN001, ANN201
+def ours(settings, texts, vectors, seed, previous=None):  # noqa: ANN001, ANN201
+    """The product's fit; with `previous` labels, its stable refit anchored on them (the
+    previous themes' centroids, each record starting from its previous theme)."""
     seeded = settings.model_copy(
         update={"themes": settings.themes.model_copy(update={"seed": seed})}
     )
-    model = steps.build_theme_model(seeded).fit(texts, vectors, anchors=anchors)
+    anchors = members = None
+    if previous is not None:
+        ids, anchors = centroids(vectors, previous)
+        row = {t: i for i, t in enumerate(ids)}
+        members = np.array([row.get(int(t), -1) for t in previous])
+    model = steps.build_theme_model(seeded).fit(
+        texts, vectors, anchors=anchors, anchor_members=members
+    )
     return np.asarray(model.labels_)
 
 
@@ -100,8 +109,11 @@ def scenario(name, fit, texts, vectors, seeds, threshold, *, registry: bool, sta
     a = fit(texts, vectors, seeds[0], None)
     sub = fit([texts[i] for i in old], vectors[old], seeds[0], None)
     if stable:
-        b = fit(texts, vectors, seeds[1], centroids(vectors, a)[1])
-        b_new = fit(texts, vectors, seeds[1], centroids(vectors[old], sub)[1])
+        b = fit(texts, vectors, seeds[1], a)
+        # the new 5% have no previous theme
+        previous = np.full(n, -1)
+        previous[old] = sub
+        b_new = fit(texts, vectors, seeds[1], previous)
         seconds = (time.perf_counter() - t0) / 4
     else:
         b = b_new = fit(texts, vectors, seeds[1], None)

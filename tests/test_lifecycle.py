@@ -31,7 +31,7 @@ class ChosenModel:
         self.groups = groups
         self.order = order  # group names in the order of model theme ids (0, 1, ...)
 
-    def fit(self, texts, vectors, *, record_ids, anchors=None):  # noqa: ANN001, ANN201
+    def fit(self, texts, vectors, *, record_ids, anchors=None, anchor_members=None):  # noqa: ANN001, ANN201
         ids = {g: i for i, g in enumerate(self.order)}
         self.labels_ = np.array([ids.get(self.groups.get(r, ""), -1) for r in record_ids])
         v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

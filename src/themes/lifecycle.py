@@ -358,18 +358,23 @@ def _parent_of(rows: dict[int, dict[str, Any]], key: int) -> int | None:
     return None
 
 
-def anchor_centroids(conn: Any) -> np.ndarray | None:
-    """Centroids of the registry's current themes (hidden ones included, so junk stays
-    junk), for a stable refit; None when the registry is empty."""
-    rows = [
-        _vec(r[0])
-        for r in conn.execute(
-            sa.select(theme_registry.c.centroid).where(
-                theme_registry.c.status == "active", theme_registry.c.centroid.is_not(None)
-            )
+def anchors_for_refit(
+    conn: Any, record_ids: Sequence[str]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """For a stable refit: the centroids of the registry's current themes (hidden ones
+    included, so junk stays junk) and each record's current row among them (-1: none).
+    (None, None) when the registry is empty."""
+    rows = conn.execute(
+        sa.select(theme_registry.c.key, theme_registry.c.centroid).where(
+            theme_registry.c.status == "active", theme_registry.c.centroid.is_not(None)
         )
-    ]
-    return np.stack(rows) if rows else None
+    ).all()
+    if not rows:
+        return None, None
+    row_of = {int(k): i for i, (k, _) in enumerate(rows)}
+    current = dict(conn.execute(sa.select(assignments.c.record_id, assignments.c.theme_id)).all())
+    members = np.array([row_of.get(int(current.get(r, -1)), -1) for r in record_ids])
+    return np.stack([_vec(c) for _, c in rows]), members
 
 
 def model_key_map(conn: Any, model_id: str) -> dict[int, int]:

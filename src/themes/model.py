@@ -118,6 +118,7 @@ class ThemeModel:
         seed_vectors: np.ndarray | None = None,
         seed_min_similarity: float = 0.6,
         anchor_cover: float = 0.8,
+        stickiness: float = 0.05,
         final_nearest_centroid: bool = False,
     ) -> None:
         self.n_neighbors = n_neighbors
@@ -136,6 +137,7 @@ class ThemeModel:
         self.seed_vectors = seed_vectors
         self.seed_min_similarity = seed_min_similarity
         self.anchor_cover = anchor_cover
+        self.stickiness = stickiness
         self.final_nearest_centroid = final_nearest_centroid
 
     def get_params(self) -> dict[str, Any]:
@@ -155,6 +157,7 @@ class ThemeModel:
             "seed_names": list(self.seed_names),
             "seed_min_similarity": self.seed_min_similarity,
             "anchor_cover": self.anchor_cover,
+            "stickiness": self.stickiness,
             "final_nearest_centroid": self.final_nearest_centroid,
         }
 
@@ -166,6 +169,7 @@ class ThemeModel:
         *,
         record_ids: Sequence[str] | None = None,
         anchors: np.ndarray | None = None,
+        anchor_members: np.ndarray | None = None,
     ) -> ThemeModel:
         """Fit themes on de-identified texts and their embeddings.
 
@@ -174,6 +178,10 @@ class ThemeModel:
         now that no anchor covers (centroid cosine below `anchor_cover`) are added, themes
         left with fewer than the minimum cluster size are dropped, and every record goes to
         its nearest centre. Without anchors themes are discovered from scratch.
+
+        `anchor_members` (n,): each record's current anchor row (-1 for none). A record
+        stays with its current theme unless another centre is closer by more than
+        `stickiness` (cosine), so refits do not churn records on the boundary.
         """
         from bertopic import BERTopic
         from bertopic.vectorizers import ClassTfidfTransformer
@@ -234,7 +242,7 @@ class ThemeModel:
             changed = changed or not np.array_equal(merged, topics)
             topics = merged
         if anchors is not None and len(anchors):
-            topics = self._anchor(embeddings, topics, l2_normalise(anchors), mcs)
+            topics = self._anchor(embeddings, topics, l2_normalise(anchors), mcs, anchor_members)
             changed = True
         elif self.final_nearest_centroid and (topics >= 0).any():
             topics = _nearest_centroid(embeddings, topics)
@@ -289,7 +297,12 @@ class ThemeModel:
         return renumbered, seeded
 
     def _anchor(
-        self, embeddings: np.ndarray, topics: np.ndarray, anchors: np.ndarray, min_size: int
+        self,
+        embeddings: np.ndarray,
+        topics: np.ndarray,
+        anchors: np.ndarray,
+        min_size: int,
+        members: np.ndarray | None = None,
     ) -> np.ndarray:
         """Stable refit: existing theme centres plus newly discovered uncovered themes."""
         centres = [anchors]
@@ -299,13 +312,30 @@ class ThemeModel:
             uncovered = (cents @ anchors.T).max(axis=1) < self.anchor_cover
             centres.append(cents[uncovered])
         centres_all = np.vstack(centres)
-        assign = np.argmax(embeddings @ centres_all.T, axis=1)
-        for _ in range(len(centres_all)):  # drop the smallest under-sized centre, repeat
+        n = len(embeddings)
+        current = np.full(n, -1) if members is None else np.asarray(members, dtype=np.int64)
+        if len(current) != n:
+            raise ModelError(f"anchor_members has {len(current)} entries for {n} records.")
+        alive = np.arange(len(centres_all))
+        for _ in range(len(centres_all) + 1):
+            sims = embeddings @ centres_all[alive].T
+            best = alive[np.argmax(sims, axis=1)]
+            col = {int(c): i for i, c in enumerate(alive)}
+            keep_own = np.array(
+                [
+                    c >= 0
+                    and int(c) in col
+                    and sims[i, col[int(c)]] >= sims[i].max() - self.stickiness
+                    for i, c in enumerate(current)
+                ],
+                dtype=bool,
+            )
+            assign = np.where(keep_own, current, best)
             ids, counts = np.unique(assign, return_counts=True)
             if counts.min() >= min_size or len(ids) <= 1:
                 break
-            keep = ids[ids != ids[np.argmin(counts)]]
-            assign = keep[np.argmax(embeddings @ centres_all[keep].T, axis=1)]
+            # drop the smallest under-sized centre (a theme that has faded) and reassign
+            alive = ids[ids != ids[np.argmin(counts)]]
         return _renumber_by_size(assign)[0]
 
     @staticmethod

@@ -119,6 +119,9 @@ class ThemeSettings(_Section):
     anchor_cover: float = 0.8
     """In a stable refit, a discovered theme whose centroid is at least this cosine-similar
     to an existing theme is that theme; below it, it is born as a new theme."""
+    refit_stickiness: float = 0.05
+    """In a stable refit a record keeps its theme unless another is closer by more than
+    this cosine margin, so boundary records do not churn between refits."""
     final_nearest_centroid: bool = False
     """Give every record its nearest theme centroid at the end of a first fit (the rule the
     nightly assignment uses). Off by default: on the demo data it cost about 0.03 ARI

@@ -308,6 +308,7 @@ def build_theme_model(settings: Settings, embedder: Any = None) -> Any:
         stop_words=load_stop_words(t.stop_words_file),
         seed=t.seed,
         anchor_cover=t.anchor_cover,
+        stickiness=t.refit_stickiness,
         final_nearest_centroid=t.final_nearest_centroid,
         spacy_model=settings.deidentify.spacy_model,
     )
@@ -338,11 +339,13 @@ def update_themes(
     now = utcnow()
     if do_refit:
         progress("themes", 0, 1)
-        anchors = None
+        anchors = members = None
         if settings.themes.stable_refit and not rediscover:
             with store.connect() as conn:
-                anchors = lifecycle.anchor_centroids(conn)
-        model = build_theme_model(settings).fit(texts, vectors, record_ids=ids, anchors=anchors)
+                anchors, members = lifecycle.anchors_for_refit(conn, ids)
+        model = build_theme_model(settings).fit(
+            texts, vectors, record_ids=ids, anchors=anchors, anchor_members=members
+        )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         model_id = f"theme-model-{stamp}-{(run_id or uuid.uuid4().hex)[:8]}"
         path = settings.paths.models_dir / model_id
