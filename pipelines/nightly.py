@@ -72,7 +72,9 @@ def clean_task(settings: Settings) -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE)
-def embed_and_theme_task(settings: Settings, run_id: str, refit: bool) -> dict[str, Any]:
+def embed_and_theme_task(
+    settings: Settings, run_id: str, refit: bool, rediscover: bool = False
+) -> dict[str, Any]:
     """Embed new texts (cached by hash) and assign them to themes, or refit."""
     from themes.embed import SentenceTransformerEmbedder
 
@@ -84,13 +86,55 @@ def embed_and_theme_task(settings: Settings, run_id: str, refit: bool) -> dict[s
     if not ids:
         return {"embedded": 0, "records": 0, "themes": None}
     update = steps.update_themes(
-        store, settings, ids, texts, vectors, refit=refit, run_id=run_id, progress=progress
+        store,
+        settings,
+        ids,
+        texts,
+        vectors,
+        refit=refit,
+        rediscover=rediscover,
+        run_id=run_id,
+        progress=progress,
     )
     return {"embedded": n_new, "records": len(ids), "themes": update.__dict__}
 
 
+@task(cache_policy=NO_CACHE)
+def factors_task(settings: Settings) -> dict[str, Any]:
+    """Tag new/changed records with contributory factors and harm; store theme profiles."""
+    from themes.factors import update_factors
+
+    return update_factors(steps.open_store(settings), settings, progress=_progress())
+
+
+@task(cache_policy=NO_CACHE)
+def search_index_task(settings: Settings) -> dict[str, Any]:
+    """Update the similar-case search index and near-duplicate pairs (new/changed only)."""
+    from themes.search import refresh
+
+    return refresh(settings)
+
+
+@task(cache_policy=NO_CACHE)
+def links_task(settings: Settings) -> dict[str, Any]:
+    """Link themes and cases to recommendations when themes, records or the corpus changed."""
+    from themes.links import update_links
+
+    return update_links(steps.open_store(settings), settings)
+
+
+@task(cache_policy=NO_CACHE)
+def report_task(settings: Settings) -> dict[str, Any]:
+    """Write the governance report (HTML + Excel) for the latest month."""
+    from themes.governance import report_for_flow
+
+    return report_for_flow(steps.open_store(settings), settings)
+
+
 @flow(name="nightly-themes", log_prints=False)
-def nightly(refit: bool = False, config: str | None = None) -> dict[str, Any]:
+def nightly(
+    refit: bool = False, config: str | None = None, rediscover: bool = False
+) -> dict[str, Any]:
     """Ingest the drop folder, de-identify, embed, and assign or refit themes."""
     if config:
         os.environ["THEMES_CONFIG"] = config
@@ -105,7 +149,11 @@ def nightly(refit: bool = False, config: str | None = None) -> dict[str, Any]:
         try:
             summary["ingest"] = ingest_task(settings, run_id)
             summary["clean"] = clean_task(settings)
-            summary["themes"] = embed_and_theme_task(settings, run_id, refit)
+            summary["themes"] = embed_and_theme_task(settings, run_id, refit, rediscover)
+            summary["factors"] = factors_task(settings)
+            summary["search"] = search_index_task(settings)
+            summary["links"] = links_task(settings)
+            summary["report"] = report_task(settings)
             summary["totals"] = store.counts()
             status = "completed with errors" if summary["ingest"]["errors"] else "completed"
         finally:
