@@ -222,7 +222,7 @@ def test_theme_profiles_are_stored_and_shown_by_the_cli(demo_run) -> None:  # no
     # the discovered theme holding most of the planted "staffing" cases
     truth = _labels(demo_run)
     with store.connect() as conn:
-        found = dict(conn.execute(sa.select(assignments.c.record_id, assignments.c.theme_id)))
+        found = dict(conn.execute(sa.select(assignments.c.record_id, assignments.c.theme_id)).all())
     votes = Counter(
         found[r] for r, lab in truth.items() if lab["theme"] == "staffing" and r in found
     )

