@@ -198,8 +198,8 @@ class SearchSettings(_Section):
     query_threads: int = 1
     """Torch threads for embedding one query: one short text gains nothing from more, and
     on a busy 2-core machine more threads wait on each other."""
-    duplicate_threshold: float = 0.55
-    """Cosine similarity from which two records are near-duplicates (calibrated on data)."""
+    duplicate_threshold: float = 0.65
+    """Cosine similarity from which two records are near-duplicates (best F1 on demo seed 101)."""
     duplicate_max_days: int = 2
     """Near-duplicates' event dates are at most this many days apart."""
     duplicate_match_fields: list[str] = Field(
@@ -215,17 +215,19 @@ class LinkSettings(_Section):
     """Every CSV/JSON/YAML recommendation set here is loaded and linked each night."""
     w_lexical: float = 1.0
     """Weight of the standardised BM25 score in the fused score."""
-    w_dense: float = 1.0
+    w_dense: float = 0.5
     """Weight of the standardised dense (passage max-sim) score; tuned on PFD data."""
-    w_document: float = 0.5
-    """Weight of the best fused score among items of the same source document."""
-    calibration_slope: float = 1.0
-    """Platt calibration of the final score (fitted on PFD data by bench_links.py)."""
-    calibration_intercept: float = -6.0
+    w_document: float = 0.0
+    """Weight of the best fused score among items of the same source document (0: tuning
+    on PFD data found no gain)."""
+    calibration_slope: float = 0.0446
+    """Platt calibration of `linker.surprise(score)` (fitted on PFD data by
+    benchmarks/bench_links.py; see benchmarks/results/links_pfd.md)."""
+    calibration_intercept: float = -3.3579
     strong_link_probability: float = 0.5
     """Calibrated probability at or above which a link is called strong."""
     bm25_k1: float = 1.2
-    bm25_b: float = 0.75
+    bm25_b: float = 0.9
     passage_words: int = 60
     """Words per passage for dense max-sim and evidence phrases."""
     case_top_k: int = 5
@@ -247,10 +249,11 @@ class FactorSettings(_Section):
     harm_file: Path = Path("config/factors/harm.toml")
     """Harm levels (LFPSE), the structured severity values mapped to them, text cues and
     outcome mentions."""
-    threshold: float = 0.6
+    threshold: float = 0.73
     """Confidence a sentence needs for a factor tag (cosine similarity to the factor's
-    examples, plus `rule_bonus` when a cue phrase matches); chosen on demo data."""
-    rule_bonus: float = 0.25
+    examples, plus `rule_bonus` when a cue phrase matches); chosen on demo data (dev seed,
+    benchmarks/bench_factors.py)."""
+    rule_bonus: float = 0.3
     """Added to the similarity when one of the factor's cue phrases (not negated) matches."""
     hedge_weight: float = 0.85
     """Confidence multiplier for hedged sentences ("may have contributed")."""
