@@ -56,9 +56,13 @@ def test_split_concerns_numbered_items_keep_their_sub_items() -> None:
 
 
 def test_split_concerns_bracketed_letters_and_bullets() -> None:
-    letters = "(a) The pharmacy closed at weekends without cover.\n(b) Insulin charts were paper based."
+    letters = (
+        "(a) The pharmacy closed at weekends without cover.\n(b) Insulin charts were paper based."
+    )
     assert len(split_concerns(letters)) == 2
-    bullets = "• The lift was out of order for weeks.\n• No risk assessment had been done for stairs."
+    bullets = (
+        "• The lift was out of order for weeks.\n• No risk assessment had been done for stairs."
+    )
     assert [i.split()[0] for i in split_concerns(bullets)] == ["The", "No"]
 
 
@@ -135,7 +139,9 @@ def test_pfd_missing_column_names_file_and_column(tmp_path: Path) -> None:
     path = _csv(tmp_path / "pfd.csv", [{"id": "1", "url": "u", "date": "2020-01-01"}])
     with pytest.raises(RecommendationError) as e:
         load_pfd(path)
-    assert "pfd.csv" in str(e.value) and "'receiver'" in str(e.value) and "'concerns'" in str(e.value)
+    assert (
+        "pfd.csv" in str(e.value) and "'receiver'" in str(e.value) and "'concerns'" in str(e.value)
+    )
 
 
 def test_pfd_import_needs_a_deidentifier(tmp_path: Path, store) -> None:  # noqa: ANN001
