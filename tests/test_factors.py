@@ -128,7 +128,7 @@ def test_tags_carry_confidence_and_the_evidence_sentence(tagger) -> None:  # noq
     text = (
         "Pt found on the floor by the bed.\n"
         "The ward was two nurses short that night. No equipment faults were found.\n"
-        "Tiredness may have contributed to the missed check."
+        "Staff fatigue may have contributed to the error."
     )
     (res,) = tagger.tag([text])
     by_id = {t.factor_id: t for t in res.factors}
