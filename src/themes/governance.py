@@ -135,30 +135,29 @@ def _period_name(p: pd.Period, freq: Freq) -> str:
 
 
 def _extras(store: Store, settings: Settings, theme_ids: list[int]) -> dict[str, Any]:
-    """Sections from other capabilities, when installed and populated."""
+    """Sections from other capabilities (recommendation links and actions, contributory
+    factors and harm, near-duplicates), when their tables hold data."""
     extras: dict[str, Any] = {}
     try:
-        from themes import linker
+        from themes import links
 
-        extras["links"] = {t: linker.theme_links(store, t)[:3] for t in theme_ids}
-        if hasattr(linker, "flagged_actions"):
-            extras["actions"] = linker.flagged_actions(store)
+        extras["links"] = {t: links.theme_links(store, t)[:3] for t in theme_ids}
+        extras["actions"] = links.flagged_actions(store)
     except Exception as e:  # noqa: BLE001 - an optional section must not sink the report
-        log.info("report: no recommendation links (%s)", e)
+        log.warning("report: recommendation links left out (%s)", e)
     try:
         from themes import factors
 
         extras["factors"] = {t: factors.factor_profile(store, t)[:5] for t in theme_ids}
-        if hasattr(factors, "harm_distribution"):
-            extras["harm"] = {t: factors.harm_distribution(store, t) for t in theme_ids}
+        extras["harm"] = {t: factors.harm_distribution(store, t) for t in theme_ids}
     except Exception as e:  # noqa: BLE001
-        log.info("report: no contributory factors (%s)", e)
+        log.warning("report: contributory factors left out (%s)", e)
     try:
-        from themes import search
+        from themes import duplicates
 
-        extras["duplicates"] = search.duplicate_groups(store, settings)[:20]
+        extras["duplicates"] = duplicates.duplicate_groups(store, limit=20)
     except Exception as e:  # noqa: BLE001
-        log.info("report: no near-duplicate groups (%s)", e)
+        log.warning("report: near-duplicate groups left out (%s)", e)
     return {k: v for k, v in extras.items() if v}
 
 
@@ -322,55 +321,80 @@ def _extras_html(extras: dict[str, Any], theme_id: int) -> str:
     html = []
     links = extras.get("links", {}).get(theme_id) or []
     if links:
-        rows = "".join(
-            f"<tr><td>{escape(str(li.get('source', '')))} {escape(str(li.get('number', '')))}"
-            f"</td><td>{escape(str(li.get('title') or li.get('text', ''))[:200])}</td>"
-            f"<td class='n'>{li.get('score', 0):.2f}</td>"
-            f"<td>{escape(str(li.get('action_status') or 'no action'))}</td></tr>"
-            for li in links
-        )
+        rows = []
+        for li in links:
+            rec = li.get("recommendation", {})
+            ev = (li.get("evidence") or [{}])[0]
+            phrase = ""
+            if ev.get("case_phrase"):
+                phrase = (
+                    f"<br><span class='kw'>Case {escape(str(ev.get('record_id', '')))}: "
+                    f"“{escape(ev['case_phrase'][:160])}” ↔ “"
+                    f"{escape(str(ev.get('recommendation_phrase', ''))[:160])}”</span>"
+                )
+            rows.append(
+                f"<tr><td>{escape(str(rec.get('source', '')))} "
+                f"{escape(str(rec.get('number', '')))}</td>"
+                f"<td>{escape(str(rec.get('title') or rec.get('text', ''))[:200])}{phrase}</td>"
+                f"<td class='n'>{float(li.get('score', 0)):.2f}"
+                f"{' (strong)' if li.get('strong') else ''}</td>"
+                f"<td>{escape(str(li.get('action_status') or 'no action'))}</td></tr>"
+            )
         html.append(
-            "<p><strong>Linked national recommendations</strong></p><table><tr><th>source</th>"
-            f"<th>recommendation</th><th>score</th><th>action</th></tr>{rows}</table>"
+            "<p><strong>Linked national recommendations</strong></p><table class='links'>"
+            "<tr><th>source</th><th>recommendation and evidence</th><th>score</th>"
+            f"<th>action</th></tr>{''.join(rows)}</table>"
         )
     factors = extras.get("factors", {}).get(theme_id) or []
     if factors:
         items = ", ".join(
-            f"{escape(str(f.get('factor', f.get('name', ''))))} "
-            f"{100 * float(f.get('share', 0)):.0f}%"
+            f"{escape(str(f.get('name', f.get('factor_id', ''))))} "
+            f"{100 * float(f.get('share') or 0):.0f}%"
+            + (f" (lift {f['lift']:.1f})" if f.get("lift") else "")
             for f in factors
         )
-        html.append(f"<p><strong>Contributory factors:</strong> {items}</p>")
+        html.append(f"<p class='factors'><strong>Contributory factors:</strong> {items}</p>")
     harm = extras.get("harm", {}).get(theme_id) or []
     if harm:
         items = ", ".join(
-            f"{escape(str(h.get('level', h.get('harm', ''))))} {h.get('count', h.get('n', ''))}"
+            f"{escape(str(h.get('label', h.get('harm_level', ''))))} {h.get('cases', 0)}"
+            + (f" ({h['estimated']} estimated)" if h.get("estimated") else "")
             for h in harm
+            if h.get("cases")
         )
-        html.append(f"<p><strong>Harm:</strong> {items}</p>")
+        html.append(f"<p class='harm'><strong>Harm:</strong> {items}</p>")
     return "".join(html)
 
 
 def _global_extras_html(extras: dict[str, Any]) -> str:
     html = []
     actions = extras.get("actions") or {}
-    if actions:
-        overdue = actions.get("overdue") or []
-        unactioned = actions.get("themes_without_action") or actions.get("unactioned") or []
+    overdue = actions.get("overdue") or []
+    unactioned = actions.get("strong_without_action") or []
+    if overdue or unactioned:
         html.append("<section id='actions'><h2>Actions on national recommendations</h2>")
-        html.append(f"<p>{len(overdue)} overdue action(s); {len(unactioned)} theme(s) with a "
-                    "strong link but no action.</p>")  # fmt: skip
+        html.append(
+            f"<p>{len(overdue)} overdue action(s); {len(unactioned)} strong link(s) to a "
+            "theme with no action recorded.</p><ul>"
+        )
         for a in overdue[:20]:
             html.append(
-                f"<p>Overdue: {escape(str(a.get('recommendation_id', '')))} · "
-                f"{escape(str(a.get('owner', '')))} · due {escape(str(a.get('due_date', '')))}</p>"
+                f"<li>Overdue: {escape(str(a.get('rec_id', '')))} · owner "
+                f"{escape(str(a.get('owner', '')))} · due {escape(str(a.get('due_date', '')))}"
+                f" · {escape(str(a.get('action', ''))[:120])}</li>"
             )
-        html.append("</section>")
+        for u in unactioned[:20]:
+            html.append(
+                f"<li>No action: theme {u.get('theme_id')} "
+                f"{escape(str(u.get('theme_label', '')))} ↔ {escape(str(u.get('rec_id', '')))}"
+                "</li>"
+            )
+        html.append("</ul></section>")
     dups = extras.get("duplicates") or []
     if dups:
         html.append("<section id='duplicates'><h2>Possible duplicate reports</h2><ul>")
         for g in dups:
-            ids = g.get("record_ids") or [m.get("record_id") for m in g.get("members", [])]
+            ids = [m if isinstance(m, str) else m.get("record_id") for m in g.get("members", [])]
             html.append(f"<li>{escape(', '.join(str(i) for i in ids))}</li>")
         html.append("</ul></section>")
     return "".join(html)
@@ -430,6 +454,27 @@ def write_xlsx(data: dict[str, Any], path: Path) -> Path:
         sheet.append(["period", "theme_id", by, "count"])
         for r in rows:
             sheet.append([r["period"], r["theme_id"], r[by], r["count"]])
+
+    extras = data.get("extras", {})
+    if extras.get("links"):
+        links = wb.create_sheet("Recommendation links")
+        links.append(["theme_id", "rank", "source", "number", "title", "score", "strong",
+                      "action status", "evidence: case", "evidence: case phrase",
+                      "evidence: recommendation phrase"])  # fmt: skip
+        for theme_id, rows in extras["links"].items():
+            for li in rows:
+                rec, ev = li.get("recommendation", {}), (li.get("evidence") or [{}])[0]
+                links.append([theme_id, li.get("rank"), rec.get("source"), rec.get("number"),
+                              rec.get("title"), li.get("score"), bool(li.get("strong")),
+                              li.get("action_status"), ev.get("record_id"),
+                              ev.get("case_phrase"), ev.get("recommendation_phrase")])  # fmt: skip
+    if extras.get("factors"):
+        fac = wb.create_sheet("Contributory factors")
+        fac.append(["theme_id", "factor", "domain", "cases", "share", "lift"])
+        for theme_id, rows in extras["factors"].items():
+            for f in rows:
+                fac.append([theme_id, f.get("name"), f.get("domain"), f.get("cases"),
+                            f.get("share"), f.get("lift")])  # fmt: skip
 
     cases = wb.create_sheet("Cases")
     cases.append(["theme_id", "record_id", "kind", "event_date", "de-identified text"])
