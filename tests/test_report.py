@@ -98,6 +98,10 @@ def test_html_renders_in_chromium_with_charts_and_emerging_section(report, demo_
     assert dom.count('class="card emerging-theme"') >= 1
     assert dom.count('<svg class="spc"') >= 2, "each emerging theme and theme has a chart"
     assert 'class="pt concern"' in dom, "special causes of concern are drawn"
+    # the other capabilities' tables appear per theme: links with evidence and action
+    # status (issue 4), contributory factors and harm (issue 6)
+    assert "Linked national recommendations" in dom and "no action" in dom
+    assert 'class="factors"' in dom and 'class="harm"' in dom
     # no identifier planted in the demo data shows anywhere in the rendered page
     visible = re.sub(r"<[^>]+>", " ", dom)
     for row in _labels(demo_run):
@@ -112,9 +116,17 @@ def test_html_renders_in_chromium_with_charts_and_emerging_section(report, demo_
 
 def test_excel_holds_the_same_counts_as_the_database(report) -> None:  # noqa: ANN001
     wb = load_workbook(report["paths"]["xlsx"], read_only=True)
-    assert {"Summary", "Emerging", "Themes", "Counts by period", "By kind", "Cases"} <= set(
-        wb.sheetnames
-    )
+    assert {
+        "Summary",
+        "Emerging",
+        "Themes",
+        "Counts by period",
+        "Share of records",
+        "By kind",
+        "Recommendation links",
+        "Contributory factors",
+        "Cases",
+    } <= set(wb.sheetnames)
     rows = list(wb["Counts by period"].iter_rows(values_only=True))
     periods = list(rows[0][2:])
     sheet = {(r[0], p): v for r in rows[1:] for p, v in zip(periods, r[2:], strict=True)}
