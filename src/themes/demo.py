@@ -1229,7 +1229,7 @@ def _plant_factors(ev: _Event, parts: dict[str, list[Part]], plan: _FactorPlan) 
     lead = "It is alleged that " if ev.kind == "claim" else ""
     for fid in plan.factors:
         s = _sentence(rng.choice(FACTOR_SENTENCES[fid]), ctx, lead=lead)
-        parts[main] = _join([parts[main], s]) if parts[main] else s
+        parts[main] = _before_sign_off(parts[main], s)
     for fid in plan.negated:
         s = _sentence(rng.choice(NEGATED_FACTOR_SENTENCES[fid]), ctx)
         parts[second] = _join([parts[second], s]) if parts[second] else s
@@ -1240,7 +1240,17 @@ def _plant_factors(ev: _Event, parts: dict[str, list[Part]], plan: _FactorPlan) 
         elif ev.kind == "claim":
             parts["Injury description"] = s
         else:
-            parts[main] = _join([parts[main], s])
+            parts[main] = _before_sign_off(parts[main], s)
+
+
+def _before_sign_off(parts: list[Part], sentence: list[Part]) -> list[Part]:
+    """Append a sentence, keeping a letter's sign-off (a name on its own last line) last:
+    a name followed by more text on its line is not how letters are written."""
+    if not parts:
+        return sentence
+    if len(parts) >= 2 and parts[-2] == ("\n", None) and parts[-1][1] == "PERSON":
+        return _join([parts[:-2], sentence]) + parts[-2:]
+    return _join([parts, sentence])
 
 
 def _true_factors(ev: _Event, plan: _FactorPlan) -> list[str]:
