@@ -229,3 +229,13 @@ def test_renamed_label_is_kept_and_bad_curation_is_refused(world, store) -> None
         lifecycle.rename(store, b, "y")
     events = json.dumps(lifecycle.history(store, b)["events"])
     assert "merged" in events
+
+
+def test_nightly_reassignment_of_changed_text_is_recorded(world, store) -> None:  # noqa: ANN001
+    _, first = world["refit"](["A", "B", "C", "D"])
+    a, b = _key(first, "A"), _key(first, "B")
+    with store.begin() as conn:
+        moved = lifecycle.record_reassignments(conn, {"A00": b, "A01": a}, run_id="night")
+    assert moved == 1
+    assert lifecycle.record_history(store, "A00")[0]["reason"] == "text changed; reassigned"
+    assert lifecycle.record_history(store, "A01") == []

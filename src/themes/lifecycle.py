@@ -399,6 +399,39 @@ def keys_for_assignment(
     return route(keys, vectors, _registry_rows(conn))
 
 
+def record_reassignments(conn: Any, new_keys: dict[str, int], *, run_id: str | None) -> int:
+    """Record a move for every already-themed record whose key a nightly assignment
+    changes (its text changed); returns how many moved."""
+    ids = list(new_keys)
+    old: dict[str, int] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        old.update(
+            conn.execute(
+                sa.select(assignments.c.record_id, assignments.c.theme_id).where(
+                    assignments.c.record_id.in_(chunk)
+                )
+            ).all()
+        )
+    now = utcnow()
+    moves = [
+        {
+            "record_id": r,
+            "old_key": old[r],
+            "new_key": k,
+            "reason": "text changed; reassigned",
+            "run_id": run_id,
+            "actor": SYSTEM,
+            "at": now,
+        }  # fmt: skip
+        for r, k in new_keys.items()
+        if r in old and old[r] >= 0 and old[r] != k
+    ]
+    if moves:
+        conn.execute(record_moves.insert(), moves)
+    return len(moves)
+
+
 # -- curation ----------------------------------------------------------------------------
 def _require(rows: dict[int, dict[str, Any]], key: int, *, live: bool = True) -> dict[str, Any]:
     if key not in rows:
