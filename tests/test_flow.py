@@ -225,5 +225,8 @@ def test_kill_during_run_then_rerun_leaves_store_consistent(
     with store.connect() as conn:
         hashes = set(conn.execute(sa.select(clean_texts.c.clean_hash)).scalars())
         statuses = Counter(conn.execute(sa.select(runs.c.status)).scalars())
-    assert _count(store, embeddings) == len(hashes)
+        embedded = set(conn.execute(sa.select(embeddings.c.text_hash)).scalars())
+    # every cleaned text is embedded once (the table also caches the linker's passage
+    # embeddings, so it may hold more rows than records)
+    assert hashes <= embedded
     assert statuses == Counter({"interrupted": 1, "completed": 1})
