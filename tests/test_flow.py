@@ -26,6 +26,7 @@ from themes.store import assignments, clean_texts, embeddings, raw_records, runs
 
 pytestmark = pytest.mark.slow
 
+
 def _count(store, table) -> int:  # noqa: ANN001
     with store.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
