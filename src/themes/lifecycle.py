@@ -27,6 +27,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from themes.errors import NotFoundError, ThemesError
+from themes.queries import _active_model_id
 from themes.registry import RegistryTheme, match_themes, moved_records
 from themes.store import (
     Store,
@@ -446,9 +447,31 @@ def _require(rows: dict[int, dict[str, Any]], key: int, *, live: bool = True) ->
     return row
 
 
-def _active_model_id(store: Store) -> str | None:
-    active = store.active_model()
-    return active["model_id"] if active else None
+def _curate(
+    store: Store,
+    key: int,
+    values: dict[str, Any],
+    kind: str,
+    detail: Any,
+    actor: str | None,
+) -> dict[str, Any]:
+    """Update one live theme's registry row and record the curation event; returns the
+    row as it was. `detail(row)` builds the event detail from the old row."""
+    with store.begin() as conn:
+        row = _require(_registry_rows(conn), key)
+        conn.execute(
+            theme_registry.update()
+            .where(theme_registry.c.key == key)
+            .values(**values, updated_at=utcnow())
+        )
+        if "label" in values:
+            conn.execute(
+                themes_table.update()
+                .where(themes_table.c.theme_id == key)
+                .values(label=values["label"])
+            )
+        _event(conn, key, kind, detail(row), run_id=None, actor=actor or default_actor())
+    return row
 
 
 def rename(store: Store, key: int, label: str, *, actor: str | None = None) -> dict[str, Any]:
@@ -456,33 +479,15 @@ def rename(store: Store, key: int, label: str, *, actor: str | None = None) -> d
     label = label.strip()
     if not label:
         raise CurationError("A theme label cannot be empty.")
-    actor = actor or default_actor()
-    with store.begin() as conn:
-        row = _require(_registry_rows(conn), key)
-        conn.execute(
-            theme_registry.update()
-            .where(theme_registry.c.key == key)
-            .values(label=label, pinned=True, updated_at=utcnow())
-        )
-        conn.execute(
-            themes_table.update().where(themes_table.c.theme_id == key).values(label=label)
-        )
-        _event(conn, key, "renamed", {"from": row["label"], "to": label}, run_id=None, actor=actor)
+    _curate(store, key, {"label": label, "pinned": True}, "renamed",
+            lambda row: {"from": row["label"], "to": label}, actor)  # fmt: skip
     return {"theme_id": key, "label": label, "pinned": True}
 
 
 def pin(store: Store, key: int, *, unpin: bool = False, actor: str | None = None) -> dict[str, Any]:
     """Pin (or unpin) a theme's current label so refits keep it."""
-    actor = actor or default_actor()
-    with store.begin() as conn:
-        row = _require(_registry_rows(conn), key)
-        conn.execute(
-            theme_registry.update()
-            .where(theme_registry.c.key == key)
-            .values(pinned=not unpin, updated_at=utcnow())
-        )
-        _event(conn, key, "unpinned" if unpin else "pinned", {"label": row["label"]},
-               run_id=None, actor=actor)  # fmt: skip
+    row = _curate(store, key, {"pinned": not unpin}, "unpinned" if unpin else "pinned",
+                  lambda row: {"label": row["label"]}, actor)  # fmt: skip
     return {"theme_id": key, "label": row["label"], "pinned": not unpin}
 
 
@@ -490,16 +495,8 @@ def mark_not_a_theme(
     store: Store, key: int, *, undo: bool = False, actor: str | None = None
 ) -> dict[str, Any]:
     """Hide a theme that is not a real theme (or show it again); refits keep it hidden."""
-    actor = actor or default_actor()
-    with store.begin() as conn:
-        row = _require(_registry_rows(conn), key)
-        conn.execute(
-            theme_registry.update()
-            .where(theme_registry.c.key == key)
-            .values(not_a_theme=not undo, updated_at=utcnow())
-        )
-        _event(conn, key, "is a theme" if undo else "not a theme", {"label": row["label"]},
-               run_id=None, actor=actor)  # fmt: skip
+    _curate(store, key, {"not_a_theme": not undo}, "is a theme" if undo else "not a theme",
+            lambda row: {"label": row["label"]}, actor)  # fmt: skip
     return {"theme_id": key, "not_a_theme": not undo}
 
 
