@@ -115,6 +115,30 @@ def test_filters_never_return_a_record_outside_them(ann_min_records: int) -> Non
     assert checked > 500
 
 
+def test_word_overlap_weighs_rare_shared_facts_above_common_words() -> None:
+    from themes.duplicates import candidates, word_overlap
+
+    ids, texts, vecs, meta = _corpus(400)
+    texts[0] = "patient fell bed night nurse enoxaparin haematoma"
+    texts[1] = "nurse found patient bed night enoxaparin haematoma"  # same facts, re-worded
+    texts[2] = "patient fell bed night nurse ward delay"  # common words only
+    texts[3] = "patient fell bed night nurse enoxaparin haematoma"  # the same text
+    meta.loc[:3, ["site", "location", "specialty", "severity"]] = ["A", "Ward 1", "S", "Low"]
+    meta.loc[:3, "event_date"] = date(2025, 1, 1)
+    vecs[:4] = vecs[0]  # equal embeddings: only the words can tell them apart
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    overlap = word_overlap(index, 0, np.array([1, 2, 3]))
+    assert overlap[2] == pytest.approx(1.0, abs=1e-5)
+    assert 0 <= overlap[1] < overlap[0] < 1
+    cand, scores = candidates(
+        index, 0, max_days=2, match_fields=["site", "location", "specialty", "severity"],
+        lexical_weight=0.8,
+    )  # fmt: skip
+    assert cand.tolist()[:3] == [3, 1, 2]
+    assert scores[0] == pytest.approx(1.0, abs=1e-3)
+    assert np.all(np.diff(scores) <= 0)
+
+
 def test_fusion_follows_the_formulas() -> None:
     bm25 = (np.array([7, 3, 5]), np.array([9.0, 4.0, 1.0]))
     dense = (np.array([5, 8]), np.array([0.9, 0.5]))
@@ -291,7 +315,7 @@ def test_planted_near_duplicates_rank_first(demo_run, searcher) -> None:  # noqa
     for dup, original in pairs:
         cand, _ = candidates(
             index, index.position(dup), max_days=s.duplicate_max_days,
-            match_fields=s.duplicate_match_fields,
+            match_fields=s.duplicate_match_fields, lexical_weight=s.duplicate_lexical_weight,
         )  # fmt: skip
         assert index.ids_[cand[0]] == original, (dup, original)
 

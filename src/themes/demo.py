@@ -1817,10 +1817,27 @@ class _Event:
     sentence_ids: tuple[int, ...]
     seed: int
     dup_of: _Event | None = None
+    fact_seed: int | None = None
+    """Set on an event that has a near-duplicate, and on the duplicate: both render the
+    slots of their theme sentences (which drug, which device, which finding) from it, so
+    the two reports state the same facts in their own words and voice."""
     record_id: str = ""
     texts: dict[str, str] = field(default_factory=dict)
     identifiers: list[dict[str, str]] = field(default_factory=list)
     plan: _FactorPlan | None = None
+
+
+def _fact_sentence(ev: _Event, ctx: _Ctx, i: int, *, lead: str = "") -> list[Part]:
+    """Theme sentence `i` of an event; from the shared fact seed where it has one."""
+    template = THEMES[ev.theme].sentences[i]
+    if ev.fact_seed is None:
+        return _sentence(template, ctx, lead=lead)
+    own = ctx.rng
+    ctx.rng = random.Random(f"{ev.fact_seed}:{i}")
+    try:
+        return _sentence(template, ctx, lead=lead)
+    finally:
+        ctx.rng = own
 
 
 def _chronology(theme: ThemeSpec, ctx: _Ctx, heading: str) -> list[Part]:
@@ -1863,7 +1880,7 @@ def _incident_texts(ev: _Event, ctx: _Ctx) -> dict[str, list[Part]]:
         sentences.append(
             _sentence("{P} {admitted|was admitted} {to_loc}{| with {condition}| with a fall}.", ctx)
         )
-    sentences += [_sentence(theme.sentences[i], ctx) for i in ev.sentence_ids]
+    sentences += [_fact_sentence(ev, ctx, i) for i in ev.sentence_ids]
     _insert(sentences, _id_sentences(id_types, ctx), rng)
     description = _join(sentences)
     if ev.long:
@@ -1881,7 +1898,7 @@ def _complaint_texts(ev: _Event, ctx: _Ctx) -> dict[str, list[Part]]:
     ctx.voice = "relative"
     id_types = _plan_ids(ev, ctx)
     sentences = [_sentence(rng.choice(_COMPLAINT_OPENINGS), ctx)]
-    sentences += [_sentence(theme.sentences[i], ctx) for i in ev.sentence_ids]
+    sentences += [_fact_sentence(ev, ctx, i) for i in ev.sentence_ids]
     sentences.append(_sentence(rng.choice(_COMPLAINT_FEELINGS), ctx))
     _insert(sentences, _id_sentences(id_types, ctx), rng)
     summary = _join(sentences)
@@ -1921,7 +1938,7 @@ def _claim_texts(ev: _Event, ctx: _Ctx) -> dict[str, list[Part]]:
     sentences = [intro]
     leads = ["It is alleged that ", "It is further alleged that ", "Further, it is said that "]
     for n, i in enumerate(ev.sentence_ids):
-        sentences.append(_sentence(theme.sentences[i], ctx, lead=leads[min(n, 2)]))
+        sentences.append(_fact_sentence(ev, ctx, i, lead=leads[min(n, 2)]))
     sentences.append(
         [("It is alleged that the Defendant ", None), (rng.choice(theme.failures) + ".", None)]
     )
@@ -2033,6 +2050,11 @@ def _plan(rng: random.Random, n: int, months: int, end_date: date) -> list[_Even
         events.append(_new_event(rng, theme, kind, event_date, end_date))
     originals = rng.sample(events, min(n_dup, len(events)))
     for orig in originals:
+        sentences = THEMES[orig.theme].sentences
+        if len(orig.sentence_ids) < 2 <= len(sentences):
+            # a second report of an event restates more than one fact of it
+            extra = rng.choice([i for i in range(len(sentences)) if i not in orig.sentence_ids])
+            orig.sentence_ids = (*orig.sentence_ids, extra)
         kind = "incident" if orig.kind != "incident" else rng.choice(["incident", "complaint"])
         shift = timedelta(days=rng.choice([-1, 0, 1]))
         event_date = min(orig.event_date + shift, end_date)
@@ -2040,6 +2062,7 @@ def _plan(rng: random.Random, n: int, months: int, end_date: date) -> list[_Even
         dup.site, dup.location, dup.specialty = orig.site, orig.location, orig.specialty
         dup.person, dup.sentence_ids, dup.harm = orig.person, orig.sentence_ids, orig.harm
         dup.with_ids, dup.long, dup.dup_of = orig.with_ids, orig.long, orig
+        orig.fact_seed = dup.fact_seed = orig.seed
         events.append(dup)
     return events
 

@@ -3,11 +3,13 @@ claim about an event also reported as an incident).
 
 Two records are a pair when their event dates are at most `search.duplicate_max_days`
 apart, they agree on `search.duplicate_match_fields` (site, location and specialty by
-default; an empty field does not count against them), and their embeddings are at least
-`search.duplicate_threshold` cosine-similar (calibrated on the demo's planted duplicates:
-benchmarks/bench_search.py). Pairs are kept in the
-`near_duplicates` table and found again only for new and changed records; groups are the
-connected components of the pairs.
+default; an empty field does not count against them), and their duplicate score is at
+least `search.duplicate_threshold`. The score mixes the embeddings' cosine (same kind of
+event, any wording) with an IDF-weighted overlap of their words (the same specific facts:
+which drug, which device, which finding), weighted by `search.duplicate_lexical_weight`;
+the weight and the threshold are calibrated on the demo's planted duplicates
+(benchmarks/bench_search.py). Pairs are kept in the `near_duplicates` table and found
+again only for new and changed records; groups are the connected components of the pairs.
 """
 
 from __future__ import annotations
@@ -48,11 +50,14 @@ def candidates(
     *,
     max_days: int,
     match_fields: Sequence[str],
+    lexical_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Records that could report the same event as record `pos`, most similar first.
 
     Blocking: event dates at most `max_days` apart, and equal `match_fields` (a field
-    empty in either record does not block). Returns (positions, cosines).
+    empty in either record does not block). The score is
+    `(1 - lexical_weight) * cosine + lexical_weight * word overlap` (see `word_overlap`).
+    Returns (positions, scores).
     """
     order, days = _by_day(index)
     d = int(index.days_[pos])
@@ -68,11 +73,48 @@ def candidates(
             cand = cand[(codes[cand] == mine) | (codes[cand] == empty)]
     if not len(cand):
         return cand.astype(np.int64), np.zeros(0, dtype=np.float32)
-    q = np.asarray(index.vectors_[pos], dtype=np.float32)
-    sims = np.asarray(index.vectors_[np.sort(cand)], dtype=np.float32) @ q
     cand = np.sort(cand)
+    q = np.asarray(index.vectors_[pos], dtype=np.float32)
+    sims = np.asarray(index.vectors_[cand], dtype=np.float32) @ q
+    if lexical_weight:
+        sims = (1.0 - lexical_weight) * sims + lexical_weight * word_overlap(index, pos, cand)
     best = np.argsort(-sims, kind="stable")
-    return cand[best].astype(np.int64), sims[best]
+    return cand[best].astype(np.int64), sims[best].astype(np.float32)
+
+
+def word_overlap(index: SearchIndex, pos: int, others: np.ndarray) -> np.ndarray:
+    """IDF-weighted cosine of the word sets of record `pos` and each of `others` (0..1).
+
+    Words are the search index's BM25 tokens (stop words removed); a word shared by few
+    records counts for much more than one that most records use, so two reports that name
+    the same uncommon drug, device or finding score high even when worded differently.
+    """
+    idf = _idf(index)
+    mine = np.asarray(index.tokens_of(pos), dtype=np.int64)
+    w_mine = idf[mine] ** 2
+    norm_mine = float(w_mine.sum())
+    out = np.zeros(len(others), dtype=np.float32)
+    if norm_mine <= 0:
+        return out
+    for n, other in enumerate(np.asarray(others, dtype=np.int64).tolist()):
+        theirs = np.asarray(index.tokens_of(other), dtype=np.int64)
+        norm_theirs = float((idf[theirs] ** 2).sum())
+        if norm_theirs <= 0:
+            continue
+        shared = np.intersect1d(mine, theirs, assume_unique=True)
+        out[n] = float((idf[shared] ** 2).sum()) / np.sqrt(norm_mine * norm_theirs)
+    return out
+
+
+def _idf(index: SearchIndex) -> np.ndarray:
+    """BM25's IDF of every token id, cached on the index until its size changes."""
+    cached = getattr(index, "_dup_idf", None)
+    if cached is None or cached[0] != index.size:
+        df = index.document_frequency().astype(np.float64)
+        n = float(index.size)
+        cached = (index.size, np.log1p((n - df + 0.5) / (df + 0.5)))
+        index._dup_idf = cached
+    return cached[1]
 
 
 def _by_day(index: SearchIndex) -> tuple[np.ndarray, np.ndarray]:
@@ -91,11 +133,15 @@ def find_pairs(
     threshold: float,
     max_days: int,
     match_fields: Sequence[str],
+    lexical_weight: float = 0.0,
 ) -> list[tuple[int, int, float, int]]:
-    """(position a, position b, cosine, day gap) with a < b, for pairs involving `positions`."""
+    """(position a, position b, score, day gap) with a < b, for pairs involving `positions`."""
     out: dict[tuple[int, int], tuple[float, int]] = {}
     for row in np.asarray(positions, dtype=np.int64).tolist():
-        cand, sims = candidates(index, row, max_days=max_days, match_fields=match_fields)
+        cand, sims = candidates(
+            index, row, max_days=max_days, match_fields=match_fields,
+            lexical_weight=lexical_weight,
+        )  # fmt: skip
         for other, sim in zip(cand.tolist(), sims.tolist(), strict=True):
             if sim < threshold:
                 break
@@ -130,6 +176,7 @@ def update_duplicates(
         threshold=settings.duplicate_threshold,
         max_days=settings.duplicate_max_days,
         match_fields=settings.duplicate_match_fields,
+        lexical_weight=settings.duplicate_lexical_weight,
     )
     now = utcnow()
     rows = [

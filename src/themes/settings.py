@@ -198,14 +198,18 @@ class SearchSettings(_Section):
     query_threads: int = 1
     """Torch threads for embedding one query: one short text gains nothing from more, and
     on a busy 2-core machine more threads wait on each other."""
-    duplicate_threshold: float = 0.65
-    """Cosine similarity from which two records are near-duplicates (best F1 on demo seed 101)."""
+    duplicate_threshold: float = 0.39
+    """Duplicate score from which two records are near-duplicates (calibrated on demo data)."""
+    duplicate_lexical_weight: float = Field(default=0.8, ge=0.0, le=1.0)
+    """Share of the duplicate score given to the IDF-weighted word overlap (the rest is the
+    embeddings' cosine); calibrated with the threshold on demo data."""
     duplicate_max_days: int = 2
     """Near-duplicates' event dates are at most this many days apart."""
     duplicate_match_fields: list[str] = Field(
-        default_factory=lambda: ["site", "location", "specialty"]
+        default_factory=lambda: ["site", "location", "specialty", "severity"]
     )
-    """Fields two reports of one event must share (an empty field does not block)."""
+    """Fields two reports of one event must share (an empty field does not block). Drop
+    `severity` where a trust's complaint or claim gradings differ from its incident ones."""
 
 
 class LinkSettings(_Section):
