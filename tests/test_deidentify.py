@@ -142,6 +142,25 @@ def test_clinical_terms_survive(deid: Deidentifier, term: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("text", "name", "kept"),
+    [
+        ("Yours sincerely,\nLaura Ali Staff on duty had not checked her.", "Laura Ali", "Staff"),
+        ("Kind regards\nImran Popescu The ward was short of two nurses.", "Imran Popescu", "ward"),
+        ("Regards,\nSarah O'Neill\nThe family were not told.", "Sarah", "family"),
+        ("Signed\nJohn Smith Nurse in charge was informed.", "John Smith", "charge"),
+    ],
+)
+def test_name_after_a_letters_sign_off_is_replaced_when_text_runs_on(
+    deid: Deidentifier, text: str, name: str, kept: str
+) -> None:
+    result = _one(deid, text)
+    assert name not in result.text, result.text
+    assert "[PERSON]" in result.text
+    assert kept in result.text
+
+
+@pytest.mark.slow
 def test_name_repeated_later_is_also_replaced(deid: Deidentifier) -> None:
     text = "Mrs Ngozi Okafor was admitted. Later Okafor said she had not been told."
     result = _one(deid, text)

@@ -129,6 +129,14 @@ _PERSON_SIGN_OFF = (
     r"(?m)(?<=(?:^|[.!?][\"”’)]?[ \t]+)(?:(?i:regards|sincerely|signed|from|thanks)[,:]?\s+)?)"
     rf"(?=\p{{Lu}}){_NAME}(?:[ \t]+{_NAME}){{1,2}}(?=[ \t]*$)"
 )
+# The line after a closing salutation starts with the writer's name, even when the text
+# runs on after it on the same line ("Yours sincerely,\nJane Doe The ward was ...").
+_PERSON_AFTER_SIGN_OFF = (
+    r"(?m)(?<=^[ \t]*(?i:yours(?:[ \t]+(?:sincerely|faithfully|truly))?|"
+    r"(?:kind|best|warm|many)[ \t]+(?:regards|wishes|thanks)|regards|sincerely|signed|"
+    r"thanks|thank[ \t]+you|from)[ \t]*[,.:]?[ \t]*\r?\n[ \t]*)"
+    rf"(?=\p{{Lu}}){_NAME}(?:[ \t]+{_NAME}){{1,2}}\b"
+)
 # Organisation words: an ORG entity without one of these is most likely a person's name
 # (the small spaCy model often labels unfamiliar names as ORG).
 _ORG_WORDS = regex.compile(
@@ -215,7 +223,9 @@ _TITLE_WORD = regex.compile(_TITLES)
 _SEGMENT = regex.compile(r"\S[^\n]*?(?:[.!?](?=\s)|(?=\n)|$)")
 _FIELD_LABEL = regex.compile(r"\p{Lu}[\p{L} /&]{0,40}:[ \t]+")
 _CAPITALISED = regex.compile(r"(?<!\w)\p{Lu}[\p{Ll}'’]+")
-_TRUSTED_RECOGNIZERS = frozenset({"TitledNameRecognizer", "DeceasedNameRecognizer"})
+_TRUSTED_RECOGNIZERS = frozenset(
+    {"TitledNameRecognizer", "DeceasedNameRecognizer", "AfterSignOffNameRecognizer"}
+)
 
 
 # The Deidentifier a forked worker inherits from its parent (set only while a pool runs).
@@ -567,6 +577,7 @@ def _recognizers() -> list[object]:
         pattern("PatientNameRecognizer", "PERSON", _PERSON_PATIENT, 0.8, []),
         pattern("AppositiveNameRecognizer", "PERSON", _PERSON_APPOSITIVE, 0.8, []),
         pattern("SignOffNameRecognizer", "PERSON", _PERSON_SIGN_OFF, 0.7, []),
+        pattern("AfterSignOffNameRecognizer", "PERSON", _PERSON_AFTER_SIGN_OFF, 0.9, []),
         pattern("DeceasedNameRecognizer", "PERSON", _PERSON_DECEASED, 0.85, []),
         OfflineEmailRecognizer(),
         GbPhoneRecognizer(supported_regions=("GB",), leniency=0),
