@@ -139,6 +139,28 @@ def test_word_overlap_weighs_rare_shared_facts_above_common_words() -> None:
     assert np.all(np.diff(scores) <= 0)
 
 
+def test_word_overlap_discounts_words_that_look_alike_reports_all_use() -> None:
+    from themes.duplicates import _context, word_overlap
+
+    ids, texts, vecs, meta = _corpus(400)
+    # ten look-alike reports share the theme's words; only 0 and 1 share the specific facts
+    for i in range(10):
+        texts[i] = f"pressure ulcer sacrum grade heel turning chart visit{i} reason{i}"
+        vecs[i] = vecs[0]
+    texts[0] += " enoxaparin haematoma"
+    texts[1] += " enoxaparin haematoma"
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    plain = word_overlap(index, 0, np.array([1, 2]))
+    near = _context(index, 0, 9)
+    assert near is not None and set(near.tolist()) == set(range(1, 10))
+    local = word_overlap(index, 0, np.array([1, 2]), context=near)
+    # without context the shared theme words make the look-alike (2) score close to the
+    # duplicate (1); discounting what the neighbours all say sets them far apart
+    assert plain[0] > plain[1] > 0.5 * plain[0]
+    assert local[1] < 0.5 * plain[1]
+    assert local[0] > 3 * local[1]
+
+
 def test_fusion_follows_the_formulas() -> None:
     bm25 = (np.array([7, 3, 5]), np.array([9.0, 4.0, 1.0]))
     dense = (np.array([5, 8]), np.array([0.9, 0.5]))
@@ -316,6 +338,7 @@ def test_planted_near_duplicates_rank_first(demo_run, searcher) -> None:  # noqa
         cand, _ = candidates(
             index, index.position(dup), max_days=s.duplicate_max_days,
             match_fields=s.duplicate_match_fields, lexical_weight=s.duplicate_lexical_weight,
+            context=s.duplicate_context,
         )  # fmt: skip
         assert index.ids_[cand[0]] == original, (dup, original)
 

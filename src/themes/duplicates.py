@@ -51,12 +51,14 @@ def candidates(
     max_days: int,
     match_fields: Sequence[str],
     lexical_weight: float = 0.0,
+    context: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Records that could report the same event as record `pos`, most similar first.
 
     Blocking: event dates at most `max_days` apart, and equal `match_fields` (a field
     empty in either record does not block). The score is
-    `(1 - lexical_weight) * cosine + lexical_weight * word overlap` (see `word_overlap`).
+    `(1 - lexical_weight) * cosine + lexical_weight * word overlap` (see `word_overlap`;
+    `context` > 0 discounts the words that record's `context` nearest neighbours share).
     Returns (positions, scores).
     """
     order, days = _by_day(index)
@@ -77,33 +79,56 @@ def candidates(
     q = np.asarray(index.vectors_[pos], dtype=np.float32)
     sims = np.asarray(index.vectors_[cand], dtype=np.float32) @ q
     if lexical_weight:
-        sims = (1.0 - lexical_weight) * sims + lexical_weight * word_overlap(index, pos, cand)
+        near = _context(index, pos, context)
+        overlap = word_overlap(index, pos, cand, context=near)
+        sims = (1.0 - lexical_weight) * sims + lexical_weight * overlap
     best = np.argsort(-sims, kind="stable")
     return cand[best].astype(np.int64), sims[best].astype(np.float32)
 
 
-def word_overlap(index: SearchIndex, pos: int, others: np.ndarray) -> np.ndarray:
+def word_overlap(
+    index: SearchIndex, pos: int, others: np.ndarray, *, context: np.ndarray | None = None
+) -> np.ndarray:
     """IDF-weighted cosine of the word sets of record `pos` and each of `others` (0..1).
 
     Words are the search index's BM25 tokens (stop words removed); a word shared by few
     records counts for much more than one that most records use, so two reports that name
     the same uncommon drug, device or finding score high even when worded differently.
+
+    With `context` (positions of records like `pos`, e.g. its nearest neighbours), a word
+    is further discounted by how many of them use it: the words every report of that kind
+    of event uses ("pressure ulcer", "sacrum") say little about whether two reports are of
+    the *same* event; the facts that set this report apart from its look-alikes say much.
     """
-    idf = _idf(index)
+    weight = _idf(index).copy()
+    if context is not None and len(context):
+        m = len(context)
+        df = np.zeros(len(weight), dtype=np.float64)
+        for other in np.asarray(context, dtype=np.int64).tolist():
+            df[np.asarray(index.tokens_of(other), dtype=np.int64)] += 1.0
+        weight *= np.log1p(m / (df + 0.5)) / np.log1p(m / 0.5)
     mine = np.asarray(index.tokens_of(pos), dtype=np.int64)
-    w_mine = idf[mine] ** 2
+    w_mine = weight[mine] ** 2
     norm_mine = float(w_mine.sum())
     out = np.zeros(len(others), dtype=np.float32)
     if norm_mine <= 0:
         return out
     for n, other in enumerate(np.asarray(others, dtype=np.int64).tolist()):
         theirs = np.asarray(index.tokens_of(other), dtype=np.int64)
-        norm_theirs = float((idf[theirs] ** 2).sum())
+        norm_theirs = float((weight[theirs] ** 2).sum())
         if norm_theirs <= 0:
             continue
         shared = np.intersect1d(mine, theirs, assume_unique=True)
-        out[n] = float((idf[shared] ** 2).sum()) / np.sqrt(norm_mine * norm_theirs)
+        out[n] = float((weight[shared] ** 2).sum()) / np.sqrt(norm_mine * norm_theirs)
     return out
+
+
+def _context(index: SearchIndex, pos: int, n: int) -> np.ndarray | None:
+    """The n nearest records of `pos` by embedding (None when n is 0)."""
+    if n <= 0 or index.size < 2:
+        return None
+    near, _ = index.neighbours(np.array([pos], dtype=np.int64), n)
+    return near[0][near[0] >= 0]
 
 
 def _idf(index: SearchIndex) -> np.ndarray:
@@ -134,13 +159,14 @@ def find_pairs(
     max_days: int,
     match_fields: Sequence[str],
     lexical_weight: float = 0.0,
+    context: int = 0,
 ) -> list[tuple[int, int, float, int]]:
     """(position a, position b, score, day gap) with a < b, for pairs involving `positions`."""
     out: dict[tuple[int, int], tuple[float, int]] = {}
     for row in np.asarray(positions, dtype=np.int64).tolist():
         cand, sims = candidates(
             index, row, max_days=max_days, match_fields=match_fields,
-            lexical_weight=lexical_weight,
+            lexical_weight=lexical_weight, context=context,
         )  # fmt: skip
         for other, sim in zip(cand.tolist(), sims.tolist(), strict=True):
             if sim < threshold:
@@ -177,6 +203,7 @@ def update_duplicates(
         max_days=settings.duplicate_max_days,
         match_fields=settings.duplicate_match_fields,
         lexical_weight=settings.duplicate_lexical_weight,
+        context=settings.duplicate_context,
     )
     now = utcnow()
     rows = [

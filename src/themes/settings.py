@@ -198,11 +198,14 @@ class SearchSettings(_Section):
     query_threads: int = 1
     """Torch threads for embedding one query: one short text gains nothing from more, and
     on a busy 2-core machine more threads wait on each other."""
-    duplicate_threshold: float = 0.39
+    duplicate_threshold: float = 0.26
     """Duplicate score from which two records are near-duplicates (calibrated on demo data)."""
     duplicate_lexical_weight: float = Field(default=0.8, ge=0.0, le=1.0)
     """Share of the duplicate score given to the IDF-weighted word overlap (the rest is the
     embeddings' cosine); calibrated with the threshold on demo data."""
+    duplicate_context: int = Field(default=30, ge=0)
+    """Nearest neighbours whose shared words are discounted in the word overlap (0: none):
+    words that every report of that kind of event uses do not make two reports one event."""
     duplicate_max_days: int = 2
     """Near-duplicates' event dates are at most this many days apart."""
     duplicate_match_fields: list[str] = Field(
