@@ -392,15 +392,19 @@ def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tu
             tuple(sorted((index.ids_[a], index.ids_[b]))): (c,) + (0.0,) * len(DUP_CONTEXTS)
             for a, b, c in pairs
         }
-    contexts: dict[tuple[int, int], Any] = {}
-    out = {}
+    # one overlap call per record with all its partners (the weights are per record)
+    partners: dict[int, list[tuple[int, float]]] = {}
     for a, b, c in pairs:
-        overlaps = []
-        for k in DUP_CONTEXTS:
-            if (a, k) not in contexts:
-                contexts[(a, k)] = _context(index, a, k)
-            overlaps.append(float(word_overlap(index, a, [b], context=contexts[(a, k)])[0]))
-        out[tuple(sorted((index.ids_[a], index.ids_[b])))] = (c, *overlaps)
+        partners.setdefault(a, []).append((b, c))
+    out = {}
+    for a, rest in partners.items():
+        others = np.array([b for b, _ in rest], dtype=np.int64)
+        overlaps = [
+            word_overlap(index, a, others, context=_context(index, a, k)) for k in DUP_CONTEXTS
+        ]
+        for j, (b, c) in enumerate(rest):
+            key = tuple(sorted((index.ids_[a], index.ids_[b])))
+            out[key] = (c, *(float(o[j]) for o in overlaps))
     return out
 
 
