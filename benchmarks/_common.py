@@ -43,12 +43,16 @@ class PeakMemory:
     forked workers once per process and so overstates the tree's use; `peak_pss_gb` is
     the peak of the summed PSS (proportional set size: each shared page divided among
     the processes that map it), the physical memory the tree really holds.
+    `peak_anon_gb` is the peak of the summed anonymous memory (RSS less file-backed and
+    shared pages): memory-mapped files that are only read (a saved index) count in RSS
+    but are page cache the kernel can drop and re-read.
     """
 
     def __init__(self, interval_s: float = 0.2) -> None:
         self.interval_s = interval_s
         self.peak = 0
         self.peak_pss = 0
+        self.peak_anon = 0
         self._stop = threading.Event()
 
     def _sample(self) -> None:
@@ -58,7 +62,7 @@ class PeakMemory:
             # PSS walks every page table (costly for a big process): every 5th sample only
             full = tick % 5 == 0
             tick += 1
-            rss = pss = 0
+            rss = pss = anon = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
                     info = proc.memory_full_info() if full else proc.memory_info()
@@ -66,7 +70,9 @@ class PeakMemory:
                     continue
                 rss += info.rss
                 pss += getattr(info, "pss", info.rss)
+                anon += info.rss - getattr(info, "shared", 0)
             self.peak = max(self.peak, rss)
+            self.peak_anon = max(self.peak_anon, anon)
             if full:
                 self.peak_pss = max(self.peak_pss, pss)
             time.sleep(self.interval_s)
@@ -83,6 +89,10 @@ class PeakMemory:
     @property
     def peak_gb(self) -> float:
         return round(self.peak / 2**30, 2)
+
+    @property
+    def peak_anon_gb(self) -> float:
+        return round(self.peak_anon / 2**30, 2)
 
     @property
     def peak_pss_gb(self) -> float:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -86,14 +87,18 @@ def retrieve(
     index: SearchIndex,
     *,
     tokens: Sequence[int],
-    vector: np.ndarray | None,
+    vector: np.ndarray | Callable[[], np.ndarray] | None,
     settings: SearchSettings,
     n: int,
     filters: Filters | None = None,
     method: str = "hybrid",
     exclude: int | None = None,
 ) -> list[tuple[int, float, int | None, int | None]]:
-    """Ranked (position, score, bm25 rank, dense rank) for a query, filtered, best first."""
+    """Ranked (position, score, bm25 rank, dense rank) for a query, filtered, best first.
+
+    `vector` may be a callable (e.g. a pending embedding's `Future.result`): it is called
+    only after the filter mask and BM25 are done, so the query can be embedded meanwhile.
+    """
     if method not in METHODS:
         raise ThemesError(f"Unknown search method '{method}'; use one of {', '.join(METHODS)}.")
     mask = index.mask(filters)
@@ -101,6 +106,8 @@ def retrieve(
     pool = max(settings.candidates, n) + extra
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
     lexical = index.bm25(tokens, n=pool, mask=mask) if method != "dense" else empty
+    if callable(vector):
+        vector = vector() if method != "bm25" else None
     semantic = (
         index.dense(vector, n=pool, mask=mask) if method != "bm25" and vector is not None else empty
     )
@@ -223,6 +230,73 @@ def _vectors_of(
         found += have
     dim = parts[0].shape[1] if parts else 0
     return found, (np.concatenate(parts) if parts else np.zeros((0, dim), np.float16)), missing
+
+
+class QueryEmbedder:
+    """Embeds one query at a time on a worker thread, so BM25 runs while the model does.
+
+    On a 2-core machine a short query gains little from a second torch thread, but the
+    filter mask and BM25 (numpy, which releases the GIL) fit on the other core.
+
+    Args:
+        embedder: Has `encode(texts)`, and optionally `encode_one(text)` (a faster path).
+        threads: Torch threads for the query's forward pass.
+    """
+
+    def __init__(self, embedder: Any, threads: int = 1) -> None:
+        self.embedder = embedder
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="themes-query")
+
+    def _encode(self, text: str) -> np.ndarray:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            one = getattr(self.embedder, "encode_one", None)
+            vec = one(text) if one is not None else self.embedder.encode([text])[0]
+            return np.asarray(vec, dtype=np.float32)
+        finally:
+            torch.set_num_threads(before)
+
+    def submit(self, text: str) -> Future[np.ndarray]:
+        """Start embedding `text`; the future's result is its L2-normalised vector."""
+        return self._pool.submit(self._encode, text)
+
+    def __call__(self, text: str) -> np.ndarray:
+        return self.submit(text).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
+def text_query(
+    index: SearchIndex,
+    text: str,
+    *,
+    embed: QueryEmbedder | None,
+    settings: SearchSettings,
+    n: int,
+    filters: Filters | None = None,
+    method: str = "hybrid",
+) -> tuple[list[int], list[tuple[int, float, int | None, int | None]]]:
+    """A free-text query end to end: (its BM25 token ids, ranked hits as `retrieve`).
+
+    The query is embedded on `embed`'s worker while the mask and BM25 are computed.
+    """
+    pending = embed.submit(text) if embed is not None and method != "bm25" else None
+    tokens = index.query_tokens(text)
+    hits = retrieve(
+        index,
+        tokens=tokens,
+        vector=pending.result if pending is not None else None,
+        settings=settings,
+        n=n,
+        filters=filters,
+        method=method,
+    )
+    return tokens, hits
 
 
 def new_index(settings: SearchSettings) -> SearchIndex:
@@ -384,6 +458,7 @@ class Searcher:
             index, _ = update_index(self.store, settings)
         self.index = index
         self._df: np.ndarray | None = None
+        self._query_embedder: QueryEmbedder | None = None
 
     @property
     def embedder(self) -> Any:
@@ -393,16 +468,17 @@ class Searcher:
             self._embedder = SentenceTransformerEmbedder(self.settings.embed)
         return self._embedder
 
+    @property
+    def query_embedder(self) -> QueryEmbedder:
+        if self._query_embedder is None:
+            self._query_embedder = QueryEmbedder(
+                self.embedder, threads=self.settings.search.query_threads
+            )
+        return self._query_embedder
+
     def embed_query(self, text: str) -> np.ndarray:
         """The query's vector, embedded with `search.query_threads` torch threads."""
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.settings.search.query_threads)
-        try:
-            return self.embedder.encode([text])[0]
-        finally:
-            torch.set_num_threads(threads)
+        return self.query_embedder(text)
 
     def search(
         self,
@@ -416,12 +492,10 @@ class Searcher:
         """Records like a free-text description, best first (see docs/cli.md for the shape)."""
         if not text.strip():
             raise ThemesError("The search text is empty; describe the event to look for.")
-        tokens = self.index.query_tokens(text)
-        vector = self.embed_query(text) if method != "bm25" else None
-        hits = retrieve(
+        tokens, hits = text_query(
             self.index,
-            tokens=tokens,
-            vector=vector,
+            text,
+            embed=self.query_embedder if method != "bm25" else None,
             settings=self.settings.search,
             n=offset + k + 1,
             filters=filters,
