@@ -364,9 +364,10 @@ DUP_CONTEXTS = (0, 10, 30)
 
 
 def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tuple]:  # noqa: ANN001
-    """(cosine, word overlap for each of DUP_CONTEXTS) of every candidate pair: blocked as
-    the product blocks, or every pair with cosine >= 0.5 when not blocked."""
-    from themes.duplicates import _context, find_pairs, word_overlap
+    """(cosine, word overlap for each of DUP_CONTEXTS, patient-sex conflict) of every
+    candidate pair: blocked as the product blocks, or every pair with cosine >= 0.5 when
+    not blocked."""
+    from themes.duplicates import _context, find_pairs, sex_conflicts, word_overlap
 
     if blocked:
         pairs = [
@@ -389,7 +390,9 @@ def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tu
         ]
     if not blocked:  # the cosine-only baseline needs no word overlap
         return {
-            tuple(sorted((index.ids_[a], index.ids_[b]))): (c,) + (0.0,) * len(DUP_CONTEXTS)
+            tuple(sorted((index.ids_[a], index.ids_[b]))): (c,)
+            + (0.0,) * len(DUP_CONTEXTS)
+            + (0.0,)
             for a, b, c in pairs
         }
     # one overlap call per record with all its partners (the weights are per record)
@@ -402,15 +405,19 @@ def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tu
         overlaps = [
             word_overlap(index, a, others, context=_context(index, a, k)) for k in DUP_CONTEXTS
         ]
+        conflict = sex_conflicts(index, a, others)
         for j, (b, c) in enumerate(rest):
             key = tuple(sorted((index.ids_[a], index.ids_[b])))
-            out[key] = (c, *(float(o[j]) for o in overlaps))
+            out[key] = (c, *(float(o[j]) for o in overlaps), float(conflict[j]))
     return out
 
 
-def scored(features: dict[tuple, tuple], weight: float, context: int = 0) -> dict[tuple, float]:
+def scored(
+    features: dict[tuple, tuple], weight: float, context: int = 0, penalty: float = 0.0
+) -> dict[tuple, float]:
+    """Each pair's duplicate score as the product computes it (see themes.duplicates)."""
     k = 1 + DUP_CONTEXTS.index(context)
-    return {p: (1 - weight) * f[0] + weight * f[k] for p, f in features.items()}
+    return {p: (1 - weight) * f[0] + weight * f[k] - penalty * f[-1] for p, f in features.items()}
 
 
 def calibrate(scores: dict[tuple, float], truth: set) -> tuple[float, float]:  # noqa: ANN001
@@ -445,28 +452,41 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
     # calibration pools the planted pairs of every calibration seed (about 20 per seed)
     truth_cal = {(seed, *pair) for seed in cal_seeds for pair in data[seed][1]}
     cal = {blocked: pooled(feats[blocked], cal_seeds) for blocked in (True, False)}
-    # the product: neighbour context, weight and threshold chosen together on calibration
+    # the product: neighbour context, weight and threshold chosen together on calibration,
+    # with the configured patient-sex conflict penalty (and, for the ablation, without it)
+    penalty = settings.search.duplicate_sex_conflict_penalty
     grid = [round(w, 2) for w in np.arange(0.0, 1.01, 0.1)]
-    fits = {
-        (k, w): calibrate(scored(cal[True], w, k), truth_cal) for k in DUP_CONTEXTS for w in grid
-    }
-    best_k, best_w = max(fits, key=lambda kw: (fits[kw][1], -abs(kw[1] - 0.5), -kw[0]))
+
+    def best_fit(pen: float) -> tuple[int, float, dict]:  # noqa: ANN001
+        fits = {
+            (k, w): calibrate(scored(cal[True], w, k, pen), truth_cal)
+            for k in DUP_CONTEXTS
+            for w in grid
+        }
+        k, w = max(fits, key=lambda kw: (fits[kw][1], -abs(kw[1] - 0.5), -kw[0]))
+        return k, w, fits
+
+    best_k, best_w, fits = best_fit(penalty)
+    plain_k, plain_w, plain_fits = best_fit(0.0)
     out["calibration"] = {
         f"context {k}, weight {w}": {"threshold": t, "f1": f} for (k, w), (t, f) in fits.items()
     }
-    no_ctx_w = max(grid, key=lambda w: (fits[(0, w)][1], -abs(w - 0.5)))
+    no_ctx_w = max(grid, key=lambda w: (plain_fits[(0, w)][1], -abs(w - 0.5)))
     methods = {
-        "product (date+place blocking, cosine + word overlap)": (True, best_w, best_k),
-        "blocking, cosine + word overlap without context": (True, no_ctx_w, 0),
-        "blocking, cosine only": (True, 0.0, 0),
-        "blocking, word overlap only (no context)": (True, 1.0, 0),
-        "cosine only (no blocking)": (False, 0.0, 0),
-    }
-    for name, (blocked, w, k) in methods.items():
-        t, _ = calibrate(scored(cal[blocked], w, k), truth_cal)
-        rows: dict[str, Any] = {"lexical_weight": w, "context": k, "threshold": t}
+        "product (date+place blocking, cosine + word overlap, sex check)": (
+            True, best_w, best_k, penalty),
+        "product without the sex check": (True, plain_w, plain_k, 0.0),
+        "blocking, cosine + word overlap without context": (True, no_ctx_w, 0, 0.0),
+        "blocking, cosine only": (True, 0.0, 0, 0.0),
+        "blocking, word overlap only (no context)": (True, 1.0, 0, 0.0),
+        "cosine only (no blocking)": (False, 0.0, 0, 0.0),
+    }  # fmt: skip
+    for name, (blocked, w, k, pen) in methods.items():
+        t, _ = calibrate(scored(cal[blocked], w, k, pen), truth_cal)
+        rows: dict[str, Any] = {"lexical_weight": w, "context": k, "sex_penalty": pen,
+                                "threshold": t}  # fmt: skip
         for seed in eval_seeds:
-            sc = scored(feats[blocked][seed], w, k)
+            sc = scored(feats[blocked][seed], w, k, pen)
             rows[f"seed {seed}"] = pr({p for p, s in sc.items() if s >= t}, data[seed][1])
         out[name] = rows
     cfg_w, cfg_t = settings.search.duplicate_lexical_weight, settings.search.duplicate_threshold
@@ -476,10 +496,15 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
     out["configured"] = {
         "lexical_weight": cfg_w,
         "context": cfg_k,
+        "sex_penalty": penalty,
         "threshold": cfg_t,
         **{
             f"seed {seed}": pr(
-                {p for p, s in scored(feats[True][seed], cfg_w, cfg_k).items() if s >= cfg_t},
+                {
+                    p
+                    for p, s in scored(feats[True][seed], cfg_w, cfg_k, penalty).items()
+                    if s >= cfg_t
+                },
                 data[seed][1],
             )
             for seed in eval_seeds

@@ -8,7 +8,10 @@ least `search.duplicate_threshold`. The score mixes the embeddings' cosine (same
 event, any wording) with an IDF-weighted overlap of their words (the same specific facts:
 which drug, which device, which finding), weighted by `search.duplicate_lexical_weight`;
 the weight and the threshold are calibrated on the demo's planted duplicates
-(benchmarks/bench_search.py). Pairs are kept in the `near_duplicates` table and found
+(benchmarks/bench_search.py). Two reports of one event are about one patient: when one
+refers to its subject only as "he" and the other only as "she", the pair's score drops by
+`search.duplicate_sex_conflict_penalty` (de-identification keeps pronouns; a record using
+both, or neither, is not judged). Pairs are kept in the `near_duplicates` table and found
 again only for new and changed records; groups are the connected components of the pairs.
 """
 
@@ -52,14 +55,16 @@ def candidates(
     match_fields: Sequence[str],
     lexical_weight: float = 0.0,
     context: int = 0,
+    sex_conflict_penalty: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Records that could report the same event as record `pos`, most similar first.
 
     Blocking: event dates at most `max_days` apart, and equal `match_fields` (a field
     empty in either record does not block). The score is
     `(1 - lexical_weight) * cosine + lexical_weight * word overlap` (see `word_overlap`;
-    `context` > 0 discounts the words that record's `context` nearest neighbours share).
-    Returns (positions, scores).
+    `context` > 0 discounts the words that record's `context` nearest neighbours share),
+    less `sex_conflict_penalty` where `sex_conflicts` says the two are about different
+    patients. Returns (positions, scores).
     """
     order, days = _by_day(index)
     d = int(index.days_[pos])
@@ -82,6 +87,8 @@ def candidates(
         near = _context(index, pos, context)
         overlap = word_overlap(index, pos, cand, context=near)
         sims = (1.0 - lexical_weight) * sims + lexical_weight * overlap
+    if sex_conflict_penalty:
+        sims = sims - sex_conflict_penalty * sex_conflicts(index, pos, cand)
     best = np.argsort(-sims, kind="stable")
     return cand[best].astype(np.int64), sims[best].astype(np.float32)
 
@@ -123,6 +130,45 @@ def word_overlap(
     return out
 
 
+MALE_WORDS = ("he", "him", "his", "himself")
+FEMALE_WORDS = ("she", "her", "hers", "herself")
+
+
+def subject_sex(index: SearchIndex) -> np.ndarray:
+    """Per record: 1 when its text uses only male pronouns, 2 only female, 0 both or none.
+
+    Cached on the index until it changes.
+    """
+    version = (index.size, getattr(index, "next_key_", 0))
+    cached = getattr(index, "_dup_sex", None)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    vocab = index.tokenizer_.get_vocab_dict()
+    out = np.zeros(index.size, dtype=np.int8)
+    if index.size and len(index.tok_ids_):
+        starts = index.tok_indptr_[:-1]
+        has = []
+        for words in (MALE_WORDS, FEMALE_WORDS):
+            ids = np.array([vocab[w] for w in words if w in vocab], dtype=np.int64)
+            hit = np.isin(index.tok_ids_, ids).astype(np.int64)
+            # per-record counts from the CSR layout (empty records count 0)
+            csum = np.concatenate([[0], np.cumsum(hit)])
+            has.append((csum[index.tok_indptr_[1:]] - csum[starts]) > 0)
+        male, female = has
+        out[male & ~female] = 1
+        out[female & ~male] = 2
+    index._dup_sex = (version, out)
+    return out
+
+
+def sex_conflicts(index: SearchIndex, pos: int, others: np.ndarray) -> np.ndarray:
+    """1.0 where record `pos` and another each name one sex, and not the same one."""
+    sex = subject_sex(index)
+    mine = sex[pos]
+    theirs = sex[np.asarray(others, dtype=np.int64)]
+    return ((mine > 0) & (theirs > 0) & (theirs != mine)).astype(np.float32)
+
+
 def _context(index: SearchIndex, pos: int, n: int) -> np.ndarray | None:
     """The n nearest records of `pos` by embedding (None when n is 0)."""
     if n <= 0 or index.size < 2:
@@ -160,6 +206,7 @@ def find_pairs(
     match_fields: Sequence[str],
     lexical_weight: float = 0.0,
     context: int = 0,
+    sex_conflict_penalty: float = 0.0,
 ) -> list[tuple[int, int, float, int]]:
     """(position a, position b, score, day gap) with a < b, for pairs involving `positions`."""
     out: dict[tuple[int, int], tuple[float, int]] = {}
@@ -167,6 +214,7 @@ def find_pairs(
         cand, sims = candidates(
             index, row, max_days=max_days, match_fields=match_fields,
             lexical_weight=lexical_weight, context=context,
+            sex_conflict_penalty=sex_conflict_penalty,
         )  # fmt: skip
         for other, sim in zip(cand.tolist(), sims.tolist(), strict=True):
             if sim < threshold:
@@ -204,6 +252,7 @@ def update_duplicates(
         match_fields=settings.duplicate_match_fields,
         lexical_weight=settings.duplicate_lexical_weight,
         context=settings.duplicate_context,
+        sex_conflict_penalty=settings.duplicate_sex_conflict_penalty,
     )
     now = utcnow()
     rows = [

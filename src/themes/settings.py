@@ -208,6 +208,10 @@ class SearchSettings(_Section):
     duplicate_context: int = Field(default=30, ge=0)
     """Nearest neighbours whose shared words are discounted in the word overlap (0: none):
     words that every report of that kind of event uses do not make two reports one event."""
+    duplicate_sex_conflict_penalty: float = Field(default=1.0, ge=0.0)
+    """Subtracted from the duplicate score when one record refers to its subject only as
+    "he" and the other only as "she" (one event has one patient); 0 turns the check off.
+    At 1.0 (the default) such a pair never reaches the threshold."""
     duplicate_max_days: int = 2
     """Near-duplicates' event dates are at most this many days apart."""
     duplicate_match_fields: list[str] = Field(
