@@ -189,7 +189,8 @@ def test_kill_during_run_then_rerun_leaves_store_consistent(
     tmp_path: Path, prefect_home: Path
 ) -> None:
     env = _env(tmp_path)
-    manifest = generate_demo(tmp_path / "exports", seed=5, n_records=1500)
+    # a full run from scratch follows the kill: 600 records keep it to a few minutes
+    manifest = generate_demo(tmp_path / "exports", seed=5, n_records=600)
     _drop(manifest, Path(env["THEMES_PATHS__DROP_FOLDER"]))
     db = Path(env["THEMES_PATHS__DATA_DIR"]) / "themes.db"
     proc = _themes_cmd(env, tmp_path / "first.log", "run")
