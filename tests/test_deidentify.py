@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -161,6 +162,16 @@ def test_name_after_a_letters_sign_off_is_replaced_when_text_runs_on(
 
 
 @pytest.mark.slow
+def test_unused_spacy_entities_do_not_flood_the_log(
+    deid: Deidentifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = "Two doses of 500 mg were given on the second ward round at Cedar Ward, 3 times."
+    with caplog.at_level(logging.WARNING):
+        out = deid.deidentify([text])[0]
+    assert "500 mg" in out.text and "Cedar Ward" in out.text
+    assert not [r for r in caplog.records if "is not mapped to a Presidio entity" in r.message]
+
+
 def test_name_repeated_later_is_also_replaced(deid: Deidentifier) -> None:
     text = "Mrs Ngozi Okafor was admitted. Later Okafor said she had not been told."
     result = _one(deid, text)

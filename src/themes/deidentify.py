@@ -516,10 +516,19 @@ def _offline_spacy_engine(model: str) -> object:
 
     engine = OfflineSpacyNlpEngine(
         models=[{"lang_code": "en", "model_name": model}],
-        ner_model_configuration=NerModelConfiguration(),
+        # spaCy labels no identifier type uses: Presidio would warn once per entity found
+        # (thousands of lines on the demo) and the analyser never asks for them anyway
+        ner_model_configuration=NerModelConfiguration(labels_to_ignore=UNUSED_SPACY_LABELS),
     )
     engine.load()
     return engine
+
+
+UNUSED_SPACY_LABELS = [
+    "CARDINAL", "EVENT", "FAC", "LANGUAGE", "LAW", "MONEY", "ORDINAL", "PERCENT", "PRODUCT",
+    "QUANTITY", "WORK_OF_ART",
+]  # fmt: skip
+"""spaCy (OntoNotes) entity labels that map to no Presidio entity the project replaces."""
 
 
 def _recognizers() -> list[object]:
