@@ -18,8 +18,8 @@ again only for new and changed records; groups are the connected components of t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ from themes.settings import SearchSettings
 from themes.store import Store, metadata, utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 near_duplicates = sa.Table(
     "near_duplicates",
@@ -72,7 +73,7 @@ def candidates(
     cand = order[lo:hi]
     cand = cand[cand != pos]
     for field in match_fields:
-        codes = index.meta_[field].cat.codes.to_numpy()
+        codes = index.codes_[field]
         cats = index.meta_[field].cat.categories
         empty = cats.get_loc("") if "" in cats else -2
         mine = codes[pos]
@@ -139,10 +140,10 @@ def subject_sex(index: SearchIndex) -> np.ndarray:
 
     Cached on the index until it changes.
     """
-    version = (index.size, getattr(index, "next_key_", 0))
-    cached = getattr(index, "_dup_sex", None)
-    if cached is not None and cached[0] == version:
-        return cached[1]
+    return _derived(index, "_dup_sex", _subject_sex)
+
+
+def _subject_sex(index: SearchIndex) -> np.ndarray:
     vocab = index.tokenizer_.get_vocab_dict()
     out = np.zeros(index.size, dtype=np.int8)
     if index.size and len(index.tok_ids_):
@@ -157,7 +158,6 @@ def subject_sex(index: SearchIndex) -> np.ndarray:
         male, female = has
         out[male & ~female] = 1
         out[female & ~male] = 2
-    index._dup_sex = (version, out)
     return out
 
 
@@ -177,24 +177,34 @@ def _context(index: SearchIndex, pos: int, n: int) -> np.ndarray | None:
     return near[0][near[0] >= 0]
 
 
-def _idf(index: SearchIndex) -> np.ndarray:
-    """BM25's IDF of every token id, cached on the index until its size changes."""
-    cached = getattr(index, "_dup_idf", None)
-    if cached is None or cached[0] != index.size:
-        df = index.document_frequency().astype(np.float64)
-        n = float(index.size)
-        cached = (index.size, np.log1p((n - df + 0.5) / (df + 0.5)))
-        index._dup_idf = cached
+def _derived(index: SearchIndex, name: str, build: Callable[[SearchIndex], T]) -> T:
+    """`build(index)`, cached on the index as `name` until the index changes (`version_`)."""
+    cached = getattr(index, name, None)
+    if cached is None or cached[0] != index.version_:
+        cached = (index.version_, build(index))
+        setattr(index, name, cached)
     return cached[1]
 
 
+def _idf(index: SearchIndex) -> np.ndarray:
+    """BM25's IDF of every token id, cached on the index until it changes."""
+
+    def build(index: SearchIndex) -> np.ndarray:
+        df = index.document_frequency().astype(np.float64)
+        n = float(index.size)
+        return np.log1p((n - df + 0.5) / (df + 0.5))
+
+    return _derived(index, "_dup_idf", build)
+
+
 def _by_day(index: SearchIndex) -> tuple[np.ndarray, np.ndarray]:
-    cached = getattr(index, "_day_order", None)
-    if cached is None or len(cached[0]) != len(index.days_):
+    """Positions in event-date order and their days, cached on the index until it changes."""
+
+    def build(index: SearchIndex) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(index.days_, kind="stable")
-        cached = (order, index.days_[order])
-        index._day_order = cached
-    return cached
+        return order, index.days_[order]
+
+    return _derived(index, "_day_order", build)
 
 
 def find_pairs(

@@ -222,8 +222,14 @@ class SearchIndex:
         self._cache_codes()
 
     def _cache_codes(self) -> None:
-        """Category codes of the filter fields as plain arrays (a mask is a table lookup)."""
+        """Category codes of the filter fields as plain arrays (a mask is a table lookup).
+
+        Every fit, update, metadata change and load passes here, so `version_` also moves
+        on: what other modules derive from the index and cache on it (duplicates.py) is
+        recomputed when it changes.
+        """
         self.codes_ = {c: self.meta_[c].cat.codes.to_numpy() for c in META_COLUMNS}
+        self.version_ = getattr(self, "version_", 0) + 1
 
     def _tokenise(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of texts as CSR arrays (indptr, ids), in slices to bound memory."""
@@ -375,8 +381,9 @@ class SearchIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over all records (or the allowed ones), in slices of 65,536.
 
-        usearch's exact search scores the float16 rows with SIMD kernels, about four times
-        faster here than converting them to float32 for numpy.
+        usearch's exact search scores the float16 rows with SIMD kernels instead of
+        converting them to float32 for numpy (exact-mode queries at 1,000,000 records went
+        from 361 to 139 ms p50; benchmarks/bench_search_speed.py).
         """
         from usearch.index import MetricKind
         from usearch.index import search as exact_search
@@ -612,9 +619,10 @@ _SCORER: Any = None
 def _use_gil_free_scorer(bm25: Any) -> None:
     """Score queries with bm25s's own numba-ready kernel, compiled with the GIL released.
 
-    bm25s's numpy scorer (`np.add.at`) holds the GIL for about 10 ms a query at 1,000,000
-    records, which stalls a query embedding running on another thread; the same kernel
-    compiled `nogil` lets both run at once. Without numba (or with NUMBA_DISABLE_JIT set)
+    bm25s's numpy scorer (`np.add.at`) holds the GIL while it scores (BM25 takes about
+    11 ms a query at 1,000,000 records; benchmarks/profile_search_query.py), which stalls a
+    query embedding running on another thread; the same kernel compiled `nogil` lets both
+    run at once. Without numba (or with NUMBA_DISABLE_JIT set)
     bm25s's default scorer stays.
     """
     global _SCORER
