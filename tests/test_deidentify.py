@@ -172,6 +172,7 @@ def test_unused_spacy_entities_do_not_flood_the_log(
     assert not [r for r in caplog.records if "is not mapped to a Presidio entity" in r.message]
 
 
+@pytest.mark.slow
 def test_name_repeated_later_is_also_replaced(deid: Deidentifier) -> None:
     text = "Mrs Ngozi Okafor was admitted. Later Okafor said she had not been told."
     result = _one(deid, text)

@@ -368,7 +368,7 @@ def test_planted_near_duplicates_rank_first(demo_run, searcher) -> None:  # noqa
         cand, _ = candidates(
             index, index.position(dup), max_days=s.duplicate_max_days,
             match_fields=s.duplicate_match_fields, lexical_weight=s.duplicate_lexical_weight,
-            context=s.duplicate_context,
+            context=s.duplicate_context, sex_conflict_penalty=s.duplicate_sex_conflict_penalty,
         )  # fmt: skip
         assert index.ids_[cand[0]] == original, (dup, original)
 
