@@ -119,8 +119,7 @@ class SentenceTransformerEmbedder:
         """One text's L2-normalised vector, as `encode` gives it, for an interactive query.
 
         A text that fits the model's window goes straight through the model (no chunking,
-        batching or progress machinery: about 5 ms less per query on this machine); a
-        longer one is chunked and pooled by `encode`.
+        batching or progress machinery); a longer one is chunked and pooled by `encode`.
         """
         import torch
 

@@ -195,7 +195,7 @@ class SearchSettings(_Section):
     """How usearch stores vectors (changing it rebuilds the index)."""
     prefilter_max_records: int = 50_000
     """A filter keeping at most this many records is searched exactly over just those;
-    above it, ANN with over-fetch is the cheaper of the two (measured at 1,000,000)."""
+    a wider one is searched on the ANN graph with over-fetch."""
     snippet_chars: int = 240
     query_threads: int = 1
     """Torch threads for embedding one query: one short text gains nothing from more, and
