@@ -150,12 +150,36 @@ def build(n: int) -> dict[str, Any]:
     }
 
 
+def resident_by_file(top: int = 5) -> dict[str, float]:
+    """This process's resident memory (GB) per mapped file, from /proc/self/smaps: the
+    index files mapped read-only, shared libraries; "[anonymous]" is everything else."""
+    totals: dict[str, int] = {}
+    name = "[anonymous]"
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            mapped = len(head) > 5 and head[5].startswith("/")
+            name = Path(head[5]).name if mapped else "[anonymous]"
+            if name.endswith(".so") or ".so." in name:
+                name = "[shared libraries]"
+        elif head and head[0] == "Rss:":
+            totals[name] = totals.get(name, 0) + int(head[1]) * 1024
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
+    out = {k: round(v / 2**30, 2) for k, v in ranked[:top]}
+    out["[other files]"] = round(sum(v for _, v in ranked[top:]) / 2**30, 2)
+    return out
+
+
 def serve(mode: str, n_queries: int) -> dict[str, Any]:
     """Load the saved index in this (fresh) process and time filtered queries."""
     import psutil
 
     from themes.embed import SentenceTransformerEmbedder
-    from themes.search import QueryEmbedder, make_filters, snippet, text_query
+    from themes.search import make_filters, make_query_embedder, snippet, text_query
     from themes.search_index import SearchIndex
     from themes.settings import load_settings
 
@@ -165,6 +189,7 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
         override = {} if mode == "ann" else {"ann_min_records": 10**12}
         index = SearchIndex.load(
             WORK / "index",
+            read_only=True,  # as the product's Searcher loads it
             ann_expansion_search=settings.search.ann_expansion_search,
             prefilter_max_records=settings.search.prefilter_max_records,
             **override,
@@ -173,7 +198,7 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
         embedder = SentenceTransformerEmbedder(settings.embed)
         embedder.encode(["warm up the model"])
         # as Searcher.search: the query is embedded on a worker thread while BM25 runs
-        query_embedder = QueryEmbedder(embedder, threads=settings.search.query_threads)
+        query_embedder = make_query_embedder(embedder, settings)
         query_embedder("warm up the query path")
 
         queries = json.loads((WORK / "queries.json").read_text())[:n_queries]
@@ -196,6 +221,7 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
             _ = [snippet(rows[r], terms) for r in ids]
             times.append(time.perf_counter() - t)
         rss_gb = round(psutil.Process().memory_info().rss / 2**30, 2)
+        by_file = resident_by_file()
     out = {
         "mode": mode,
         "queries": len(queries),
@@ -206,8 +232,10 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
         "peak_gb": mem.peak_gb,
         "peak_anon_gb": mem.peak_anon_gb,
         "rss_after_gb": rss_gb,
+        "rss_after_by_file_gb": by_file,
         "load_average_1m": round(os.getloadavg()[0], 1),
         "query_threads": settings.search.query_threads,
+        "query_encoder": query_embedder.backend,
         "ann_expansion_search": settings.search.ann_expansion_search,
         "prefilter_max_records": settings.search.prefilter_max_records,
     }
@@ -290,10 +318,13 @@ def main() -> None:
                 rows,
             ),
             "",
-            "Peak RSS counts the pages of the memory-mapped `vectors.npy` that filtered exact "
-            "searches touch (one query reading 21,067 scattered rows mapped 612 MB of it); "
-            "they are page cache the kernel can drop. Anonymous memory is what the process "
-            "itself holds.",
+            "The index is loaded as the product's searcher loads it: read-only, with the "
+            "usearch graph, the BM25 matrix and `vectors.npy` memory-mapped. Peak RSS counts "
+            "the pages of those files that queries have touched (page cache, which the "
+            "kernel can drop and other processes share); anonymous memory is what the "
+            "process itself holds. Resident memory after the ANN run, by file (GB): "
+            + ", ".join(f"{k} {v}" for k, v in a.get("rss_after_by_file_gb", {}).items())
+            + ".",
             "",
             f"ANN recall@10 against exact search: **{a['recall@10_unfiltered']}** unfiltered, "
             f"**{a['recall@10_filtered']}** filtered (target ≥ 0.95). Dense-only ANN query: "

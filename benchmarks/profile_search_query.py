@@ -95,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from themes.embed import SentenceTransformerEmbedder
-    from themes.search import QueryEmbedder, make_filters, text_query
+    from themes.search import QueryEmbedder, make_filters, make_query_embedder, text_query
     from themes.search_index import SearchIndex
     from themes.settings import load_settings
 
@@ -104,16 +104,28 @@ def main() -> None:
     s = load_settings()
     index = SearchIndex.load(
         WORK / "index",
+        read_only=True,  # as the product's Searcher loads it
         ann_expansion_search=s.search.ann_expansion_search,
         prefilter_max_records=s.search.prefilter_max_records,
     )
     embedder = SentenceTransformerEmbedder(s.embed)
     embedder.encode(["warm up the model"])
-    qe = QueryEmbedder(embedder, threads=s.search.query_threads)
+    qe = make_query_embedder(embedder, s)
     qe("warm up the query path")
+    torch_qe = QueryEmbedder(embedder, threads=s.search.query_threads)
+    torch_qe("warm up the query path")
     queries = json.loads((WORK / "queries.json").read_text())[: args.queries]
-    names = ("whole query", "embed", "mask", "bm25", "dense", "embed while BM25 runs")
+    names = (
+        "whole query",
+        "embed",
+        "embed (torch)",
+        "mask",
+        "bm25",
+        "dense",
+        "embed while BM25 runs",
+    )
     steps: dict[str, list[float]] = {k: [] for k in names}
+    cosines: list[float] = []
     for i, q in enumerate(queries):
         f = make_filters(**FILTERS[i % len(FILTERS)])
         t = time.perf_counter()
@@ -122,6 +134,10 @@ def main() -> None:
         t = time.perf_counter()
         vec = qe(q)
         steps["embed"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        torch_vec = torch_qe(q)
+        steps["embed (torch)"].append(time.perf_counter() - t)
+        cosines.append(float(vec @ torch_vec))
         t = time.perf_counter()
         mask = index.mask(f)
         steps["mask"].append(time.perf_counter() - t)
@@ -141,6 +157,8 @@ def main() -> None:
         "records": index.size,
         "queries": len(queries),
         "query_word_pieces_mean": round(float(np.mean(wp)), 1),
+        "query_encoder": qe.backend,
+        "min_cosine_query_encoder_to_torch": round(min(cosines), 6),
         "steps": {k: pct(v) for k, v in steps.items()},
         "matmul_gflops_one_thread": matmul_gflops(),
         "load_average_1m": round(os.getloadavg()[0], 1),
@@ -153,7 +171,10 @@ def main() -> None:
         "",
         f"{len(queries)} queries (mean {res['query_word_pieces_mean']} word-pieces) rotating "
         f"over {len(FILTERS)} filters; each step timed on its own, then the whole query "
-        "(embedding overlapped with mask + BM25).",
+        "(embedding overlapped with mask + BM25). Query encoder: "
+        f"{res['query_encoder']} (the \"embed\" row; lowest cosine to torch's vectors "
+        f"{res['min_cosine_query_encoder_to_torch']}); \"embed (torch)\" is the model as "
+        "loaded.",
         "",
         md_table(["step", "p50 ms", "p95 ms"], rows),
         "",
@@ -169,7 +190,10 @@ def main() -> None:
             f"p50 {ts['second_pass']['p50_ms']} / p95 {ts['second_pass']['p95_ms']} ms; "
             f"lowest cosine to the product's vectors {ts['min_cosine_to_product']}.",
         ]
-    lines += ["", "Command: `python benchmarks/profile_search_query.py --torchscript`"]
+    flags = " --torchscript" if args.torchscript else ""
+    if s.search.query_threads != 1:
+        flags = f"{flags} (with THEMES_SEARCH__QUERY_THREADS={s.search.query_threads})"
+    lines += ["", f"Command: `python benchmarks/profile_search_query.py{flags}`"]
     write_result("search_query_profile", res, "\n".join(lines))
 
 

@@ -52,3 +52,29 @@ def test_progress_reports_every_text(embedder: SentenceTransformerEmbedder) -> N
     seen: list[int] = []
     embedder.encode(["x"] * 5 + ["long " * 600], progress=seen.append)
     assert sum(seen) == 6
+
+
+@pytest.mark.slow
+def test_onnx_query_encoder_gives_the_models_vectors(
+    embedder: SentenceTransformerEmbedder, tmp_path
+) -> None:  # noqa: ANN001
+    from themes.embed import OnnxQueryEncoder
+
+    texts = [
+        "fall",
+        "Patient found on the floor beside the bed at night; bed rails were down.",
+        "Insulin dose omitted on the ward; blood glucose 24 mmol/L at handover. " * 3,
+        "The patient was reviewed on the ward round and observations were stable. " * 40,
+    ]
+    encoder = OnnxQueryEncoder.build(embedder, tmp_path)
+    exported = list(tmp_path.glob("*.onnx"))
+    assert len(exported) == 1
+    for text in texts:
+        assert float(encoder.encode_one(text) @ embedder.encode([text])[0]) > 0.9999
+    # the export is reused, and an unreadable cached copy is exported again
+    stamp = exported[0].stat().st_mtime_ns
+    OnnxQueryEncoder.build(embedder, tmp_path)
+    assert exported[0].stat().st_mtime_ns == stamp
+    exported[0].write_bytes(b"not a model")
+    again = OnnxQueryEncoder.build(embedder, tmp_path)
+    assert float(again.encode_one(texts[1]) @ embedder.encode([texts[1]])[0]) > 0.9999

@@ -191,6 +191,53 @@ def test_reports_about_a_man_and_a_woman_are_not_one_event() -> None:
         assert checked[other] == pytest.approx(plain[other], abs=1e-6)
 
 
+def test_a_read_only_index_answers_as_the_loaded_one_and_refuses_updates(tmp_path) -> None:  # noqa: ANN001
+    from themes.errors import ThemesError
+
+    ids, texts, vecs, meta = _corpus(400, seed=3)
+    SearchIndex(ann_min_records=100).fit(
+        ids, [text_hash(t) for t in texts], texts, vecs, meta, model_id="m"
+    ).save(tmp_path / "index")
+    writable = SearchIndex.load(tmp_path / "index")
+    mapped = SearchIndex.load(tmp_path / "index", read_only=True)
+    assert mapped.mode == writable.mode == "ann"
+    rng = np.random.default_rng(4)
+    for i in range(20):
+        f = _random_filters(rng) if i % 2 else None
+        mask = writable.mask(f)
+        assert np.array_equal(mask, mapped.mask(f))
+        tokens = writable.query_tokens(texts[i])
+        a, b = writable.bm25(tokens, n=10, mask=mask), mapped.bm25(tokens, n=10, mask=mask)
+        assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+        a, b = writable.dense(vecs[i], n=10, mask=mask), mapped.dense(vecs[i], n=10, mask=mask)
+        assert np.array_equal(a[0], b[0])
+    with pytest.raises(ThemesError, match="read-only"):
+        mapped.update(ids[:-1], [], [], [], np.zeros((0, vecs.shape[1])), meta[:-1])
+
+
+def test_query_encoder_falls_back_to_torch_with_a_warning(
+    settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:  # noqa: ANN001
+    from themes.embed import OnnxQueryEncoder, SentenceTransformerEmbedder
+    from themes.errors import ConfigError
+    from themes.search import make_query_embedder
+
+    def fail(*_a: object, **_k: object) -> None:
+        raise ConfigError("onnxruntime is not installed (test)")
+
+    monkeypatch.setattr(OnnxQueryEncoder, "build", fail)
+    embedder = SentenceTransformerEmbedder(settings.embed)  # loads nothing until used
+    with caplog.at_level(logging.WARNING, logger="themes.search"):
+        assert make_query_embedder(embedder, settings).backend == "torch"
+    assert "onnxruntime is not installed (test); queries use torch" in caplog.text
+    torch_settings = settings.model_copy(
+        update={"search": settings.search.model_copy(update={"query_encoder": "torch"})}
+    )
+    caplog.clear()
+    assert make_query_embedder(embedder, torch_settings).backend == "torch"
+    assert caplog.text == ""
+
+
 def test_fusion_follows_the_formulas() -> None:
     bm25 = (np.array([7, 3, 5]), np.array([9.0, 4.0, 1.0]))
     dense = (np.array([5, 8]), np.array([0.9, 0.5]))

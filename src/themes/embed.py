@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -199,3 +200,166 @@ def embed_cached(
     if not texts:
         return np.zeros((0, 0), dtype=np.float32), 0
     return np.stack([cached[h] for h in hashes]).astype(np.float32), len(todo)
+
+
+class OnnxQueryEncoder:
+    """One query at a time through an ONNX Runtime copy of the embedder's transformer.
+
+    A single short text is dominated by per-operator overhead, which ONNX Runtime keeps
+    far lower than eager torch (benchmarks/profile_search_query.py measures both on the
+    benchmark's queries). The vectors are the embedder's own: the same weights, the same
+    mean pooling and normalisation, checked against torch on a probe text when built.
+    Texts longer than the model's window go to the embedder (chunked and pooled).
+
+    Build it with `OnnxQueryEncoder.build`, which exports the model once into `cache_dir`.
+    """
+
+    PROBE = "Patient fell on the ward overnight; no injury, falls assessment reviewed."
+
+    def __init__(self, embedder: SentenceTransformerEmbedder, session: object) -> None:
+        self.embedder = embedder
+        self.session = session
+        model = embedder.model
+        self.tokenizer = model.tokenizer
+        self.max_length = int(model.max_seq_length)
+        self.inputs = {i.name for i in session.get_inputs()}  # type: ignore[attr-defined]
+
+    @classmethod
+    def build(
+        cls, embedder: SentenceTransformerEmbedder, cache_dir: Path, *, threads: int = 1
+    ) -> OnnxQueryEncoder:
+        """Export (once, cached by model files and versions), load and check the encoder.
+
+        Raises ConfigError naming the reason when it cannot be used (onnxruntime missing,
+        a model pipeline other than transformer + mean pooling, or vectors that disagree
+        with torch's).
+        """
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ConfigError(f"onnxruntime is not installed ({e})") from e
+        model = embedder.model
+        names = [type(m).__name__ for m in model]
+        if names[:2] != ["Transformer", "Pooling"] or set(names[2:]) - {"Normalize"}:
+            raise ConfigError(f"the model's pipeline {names} is not transformer + pooling")
+        if not _mean_pooling(model[1].get_config_dict()):
+            raise ConfigError(f"the model pools by {model[1].get_config_dict()}, not the mean")
+        path = Path(cache_dir) / f"{_fingerprint(embedder)}.onnx"
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        for attempt in (1, 2):
+            if not path.is_file():
+                _export_onnx(embedder, path)
+            try:
+                session = ort.InferenceSession(
+                    str(path), options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+                path.unlink(missing_ok=True)
+                if attempt == 2:
+                    raise ConfigError(f"cannot load the exported query encoder {path}: {e}") from e
+                log.warning(
+                    "the cached query encoder %s is unreadable (%s); exporting it again", path, e
+                )
+                continue
+            encoder = cls(embedder, session)
+            cosine = float(encoder.encode_one(cls.PROBE) @ embedder.encode_one(cls.PROBE))
+            if cosine >= 0.9999:
+                return encoder
+            path.unlink(missing_ok=True)
+            if attempt == 2:
+                raise ConfigError(
+                    f"the exported query encoder {path} disagrees with torch (cosine {cosine:.6f})"
+                )
+            log.warning(
+                "the cached query encoder %s disagrees with torch; exporting it again", path
+            )
+        raise AssertionError("unreachable")
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """One text's L2-normalised vector, as `SentenceTransformerEmbedder.encode` gives it."""
+        enc = self.tokenizer(text, truncation=False, return_tensors="np")
+        ids = enc["input_ids"]
+        if ids.shape[1] >= self.max_length:
+            return self.embedder.encode([text])[0]
+        feed = {"input_ids": ids.astype(np.int64)}
+        if "attention_mask" in self.inputs:
+            feed["attention_mask"] = enc["attention_mask"].astype(np.int64)
+        hidden = self.session.run(None, feed)[0]  # type: ignore[attr-defined]
+        return l2_normalise(hidden[0].mean(axis=0, keepdims=True))[0]
+
+
+def _mean_pooling(config: dict) -> bool:
+    """Whether a sentence-transformers Pooling config (old or new style) is mean pooling."""
+    if "pooling_mode" in config:
+        return config["pooling_mode"] == "mean"
+    modes = {k for k, v in config.items() if k.startswith("pooling_mode_") and v}
+    return modes == {"pooling_mode_mean_tokens"}
+
+
+def _fingerprint(embedder: SentenceTransformerEmbedder) -> str:
+    """Names the exported file: model id, its files' names and sizes, torch's version."""
+    import hashlib
+
+    import torch
+
+    root = Path(embedder.settings.model_path or bundled_model_path())
+    parts = [embedder.model_id, torch.__version__, str(embedder.model.max_seq_length)]
+    if root.is_dir():
+        parts += [
+            f"{p.relative_to(root)}:{p.stat().st_size}"
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        ]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in embedder.model_id)
+    return f"{safe}-{digest}"
+
+
+def _export_onnx(embedder: SentenceTransformerEmbedder, path: Path) -> None:
+    """Write the transformer (token ids, mask -> last hidden state) to `path`, atomically."""
+    import copy
+    import warnings
+
+    import torch
+
+    try:
+        import onnx  # noqa: F401 - torch's exporter needs it
+    except ImportError as e:
+        raise ConfigError(f"exporting the query encoder needs the onnx package ({e})") from e
+    # a copy: after tracing the live module, its next outputs differed from before
+    # (cosine 0.95 to them), so the product's own model is never traced
+    bert = copy.deepcopy(embedder.model[0].auto_model).eval()
+
+    class _Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    sample = embedder.model.tokenizer([OnnxQueryEncoder.PROBE], return_tensors="pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    log.info("exporting the query encoder to ONNX (once) at %s", path)
+    axes = {0: "batch", 1: "tokens"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Hidden(),
+                (sample["input_ids"], sample["attention_mask"]),
+                str(tmp),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"],
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+                opset_version=17,
+                dynamo=False,
+            )
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; we fall back
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot export the query encoder to ONNX at {path}: {e}") from e

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -93,11 +93,14 @@ def retrieve(
     filters: Filters | None = None,
     method: str = "hybrid",
     exclude: int | None = None,
+    worker: QueryEmbedder | None = None,
 ) -> list[tuple[int, float, int | None, int | None]]:
     """Ranked (position, score, bm25 rank, dense rank) for a query, filtered, best first.
 
     `vector` may be a callable (e.g. a pending embedding's `Future.result`): it is called
-    only after the filter mask and BM25 are done, so the query can be embedded meanwhile.
+    only after the filter mask is ready, so the query can be embedded meanwhile. With a
+    `worker` (the query embedder that is computing it), the dense search also runs on
+    the worker's thread, right after the embedding, while BM25 runs on this one.
     """
     if method not in METHODS:
         raise ThemesError(f"Unknown search method '{method}'; use one of {', '.join(METHODS)}.")
@@ -105,12 +108,21 @@ def retrieve(
     extra = 1 if exclude is not None else 0
     pool = max(settings.candidates, n) + extra
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+    dense_job = None
+    if method != "bm25" and callable(vector) and worker is not None:
+        pending = vector
+        dense_job = worker.run(lambda: index.dense(pending(), n=pool, mask=mask))
     lexical = index.bm25(tokens, n=pool, mask=mask) if method != "dense" else empty
-    if callable(vector):
-        vector = vector() if method != "bm25" else None
-    semantic = (
-        index.dense(vector, n=pool, mask=mask) if method != "bm25" and vector is not None else empty
-    )
+    if dense_job is not None:
+        semantic = dense_job.result()
+    else:
+        if callable(vector):
+            vector = vector() if method != "bm25" else None
+        semantic = (
+            index.dense(vector, n=pool, mask=mask)
+            if method != "bm25" and vector is not None
+            else empty
+        )
     if method == "bm25":
         ranked = lexical
     elif method == "dense":
@@ -232,23 +244,35 @@ def _vectors_of(
     return found, (np.concatenate(parts) if parts else np.zeros((0, dim), np.float16)), missing
 
 
+T = TypeVar("T")
+
+
 class QueryEmbedder:
     """Embeds one query at a time on a worker thread, so BM25 runs while the model does.
 
-    On a 2-core machine a short query gains little from a second torch thread, but the
-    filter mask and BM25 (numpy, which releases the GIL) fit on the other core.
+    On a 2-core machine a short query gains little from a second thread, but the filter
+    mask and BM25 (numpy and numba, which release the GIL) fit on the other core.
 
     Args:
         embedder: Has `encode(texts)`, and optionally `encode_one(text)` (a faster path).
         threads: Torch threads for the query's forward pass.
+        encoder: Embeds one text instead of `embedder` (e.g. an `OnnxQueryEncoder`).
     """
 
-    def __init__(self, embedder: Any, threads: int = 1) -> None:
+    def __init__(self, embedder: Any, threads: int = 1, encoder: Any = None) -> None:
         self.embedder = embedder
         self.threads = threads
+        self.encoder = encoder
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="themes-query")
 
+    @property
+    def backend(self) -> str:
+        """ "onnx" when queries go through ONNX Runtime, else "torch"."""
+        return "torch" if self.encoder is None else "onnx"
+
     def _encode(self, text: str) -> np.ndarray:
+        if self.encoder is not None:
+            return np.asarray(self.encoder.encode_one(text), dtype=np.float32)
         import torch
 
         before = torch.get_num_threads()
@@ -264,11 +288,40 @@ class QueryEmbedder:
         """Start embedding `text`; the future's result is its L2-normalised vector."""
         return self._pool.submit(self._encode, text)
 
+    def run(self, job: Callable[[], T]) -> Future[T]:
+        """Run `job` on the worker thread after what was submitted before it."""
+        return self._pool.submit(job)
+
     def __call__(self, text: str) -> np.ndarray:
         return self.submit(text).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def make_query_embedder(embedder: Any, settings: Settings) -> QueryEmbedder:
+    """The query path `search.query_encoder` asks for, on its worker thread.
+
+    "onnx" (the default) builds an `OnnxQueryEncoder` from a sentence-transformers
+    embedder; if that fails, or the embedder is another kind, queries use the embedder
+    itself, with a warning naming the reason.
+    """
+    from themes.embed import OnnxQueryEncoder, SentenceTransformerEmbedder
+    from themes.errors import ConfigError
+
+    threads = settings.search.query_threads
+    encoder = None
+    if settings.search.query_encoder == "onnx":
+        if isinstance(embedder, SentenceTransformerEmbedder):
+            try:
+                encoder = OnnxQueryEncoder.build(
+                    embedder, settings.paths.data_dir / "query_encoder", threads=threads
+                )
+            except ConfigError as e:
+                log.warning("search.query_encoder is onnx but %s; queries use torch", e)
+        else:
+            log.info("queries use %s (not a sentence-transformers model)", type(embedder).__name__)
+    return QueryEmbedder(embedder, threads=threads, encoder=encoder)
 
 
 def text_query(
@@ -283,7 +336,8 @@ def text_query(
 ) -> tuple[list[int], list[tuple[int, float, int | None, int | None]]]:
     """A free-text query end to end: (its BM25 token ids, ranked hits as `retrieve`).
 
-    The query is embedded on `embed`'s worker while the mask and BM25 are computed.
+    The query is embedded, then searched densely, on `embed`'s worker thread while the
+    mask and BM25 are computed on this one.
     """
     pending = embed.submit(text) if embed is not None and method != "bm25" else None
     tokens = index.query_tokens(text)
@@ -295,6 +349,7 @@ def text_query(
         n=n,
         filters=filters,
         method=method,
+        worker=embed,
     )
     return tokens, hits
 
@@ -336,8 +391,11 @@ def _build_structural_params(s: SearchSettings) -> dict[str, Any]:
     return {"ann_connectivity": s.ann_connectivity, "ann_dtype": s.ann_dtype}
 
 
-def load_index(settings: Settings) -> tuple[SearchIndex | None, str]:
-    """The saved index (query-time settings applied) or None with the reason it is unusable."""
+def load_index(settings: Settings, *, read_only: bool = False) -> tuple[SearchIndex | None, str]:
+    """The saved index (query-time settings applied) or None with the reason it is unusable.
+
+    `read_only` memory-maps its large parts for serving (see `SearchIndex.load`).
+    """
     path = index_path(settings)
     if not (path / "manifest.json").is_file():
         return None, f"no search index at {path}"
@@ -345,6 +403,7 @@ def load_index(settings: Settings) -> tuple[SearchIndex | None, str]:
     try:
         index = SearchIndex.load(
             path,
+            read_only=read_only,
             ann_min_records=s.ann_min_records,
             ann_expansion_search=s.ann_expansion_search,
             prefilter_max_records=s.prefilter_max_records,
@@ -453,7 +512,7 @@ class Searcher:
         self.settings = settings
         self.store = store or open_store(settings)
         self._embedder = embedder
-        index, reason = load_index(settings)
+        index, reason = load_index(settings, read_only=True)
         if index is None:
             index, _ = update_index(self.store, settings)
         self.index = index
@@ -471,13 +530,11 @@ class Searcher:
     @property
     def query_embedder(self) -> QueryEmbedder:
         if self._query_embedder is None:
-            self._query_embedder = QueryEmbedder(
-                self.embedder, threads=self.settings.search.query_threads
-            )
+            self._query_embedder = make_query_embedder(self.embedder, self.settings)
         return self._query_embedder
 
     def embed_query(self, text: str) -> np.ndarray:
-        """The query's vector, embedded with `search.query_threads` torch threads."""
+        """The query's vector (`search.query_encoder`, `search.query_threads`)."""
         return self.query_embedder(text)
 
     def search(

@@ -126,6 +126,7 @@ class SearchIndex:
         self.bm25_k1 = bm25_k1
         self.bm25_b = bm25_b
         self.threads = threads
+        self.read_only_ = False
 
     # -- building ------------------------------------------------------------------------
     def fit(
@@ -142,6 +143,7 @@ class SearchIndex:
         import bm25s
 
         self.model_id_ = model_id
+        self.read_only_ = False
         self.tokenizer_ = bm25s.tokenization.Tokenizer(stopwords=tokenizer_stopwords())
         self.ids_ = np.asarray(list(ids), dtype=object)
         self.hashes_ = np.asarray(list(hashes), dtype=object)
@@ -172,6 +174,11 @@ class SearchIndex:
         final set of ids and replaces every record's filter fields.
         """
         self._check_fitted()
+        if self.read_only_:
+            raise ThemesError(
+                "this search index was loaded read-only (memory-mapped, for queries); "
+                "load it with read_only=False to update it"
+            )
         keep_mask = np.isin(self.ids_, np.asarray(list(keep), dtype=object))
         removed = self.keys_[~keep_mask]
         new_vectors = _check_vectors(new_vectors, len(new_ids))
@@ -524,11 +531,17 @@ class SearchIndex:
         shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
-    def load(cls, path: Path, **params: Any) -> SearchIndex:
+    def load(cls, path: Path, *, read_only: bool = False, **params: Any) -> SearchIndex:
         """Read a saved index; IndexCorruptError if anything is missing or inconsistent.
 
         `params` override the saved query-time parameters (e.g. ann_expansion_search);
         a change of ann_min_records, dtype or graph degree needs a rebuild.
+
+        `read_only` (for serving queries) memory-maps the ANN graph and the BM25 matrix
+        instead of reading them into memory: a query touches only the pages it needs, and
+        those are page cache that several processes share and the kernel can drop. Such an
+        index cannot be updated (`update` and `fit` raise ThemesError). The nightly flow
+        saves a new index by renaming a new folder into place, so a mapped one stays valid.
         """
         import bm25s
         from usearch.index import Index
@@ -565,8 +578,9 @@ class SearchIndex:
             )
             index._cache_codes()
             index.vectors_ = vectors
-            index.tok_indptr_ = tokens["indptr"].astype(np.int64)
-            index.tok_ids_ = tokens["ids"].astype(np.int32)
+            # asarray, not astype: no second copy of the token ids while loading
+            index.tok_indptr_ = np.asarray(tokens["indptr"], dtype=np.int64)
+            index.tok_ids_ = np.asarray(tokens["ids"], dtype=np.int32)
             if index.tok_indptr_[-1] != len(index.tok_ids_) or int(manifest["tokens"]) != len(
                 index.tok_ids_
             ):
@@ -576,17 +590,18 @@ class SearchIndex:
             index.bm25_ = None
             if n:
                 index.bm25_ = bm25s.BM25.load(
-                    str(path / "bm25"), load_corpus=False, show_progress=False
+                    str(path / "bm25"), load_corpus=False, mmap=read_only, show_progress=False
                 )
                 if int(index.bm25_.scores["num_docs"]) != n:
                     raise IndexCorruptError("the BM25 matrix does not match the records")
                 _use_gil_free_scorer(index.bm25_)
             index.ann_ = None
             if manifest["ann"] and n >= index.ann_min_records:
-                index.ann_ = Index.restore(str(path / "ann.usearch"))
+                index.ann_ = Index.restore(str(path / "ann.usearch"), view=read_only)
                 if index.ann_ is None or len(index.ann_) != manifest["ann_records"]:
                     raise IndexCorruptError("the ANN file ann.usearch is unreadable or truncated")
                 index.ann_.expansion_search = index.ann_expansion_search
+            index.read_only_ = read_only
         except IndexCorruptError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:

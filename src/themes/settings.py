@@ -198,8 +198,13 @@ class SearchSettings(_Section):
     a wider one is searched on the ANN graph with over-fetch."""
     snippet_chars: int = 240
     query_threads: int = 1
-    """Torch threads for embedding one query: one short text gains nothing from more, and
-    on a busy 2-core machine more threads wait on each other."""
+    """Threads for embedding one query: one short text gains nothing from more, and on a
+    busy 2-core machine more threads wait on each other."""
+    query_encoder: Literal["onnx", "torch"] = "onnx"
+    """How a search query is embedded. "onnx": an ONNX Runtime copy of the embedding model,
+    exported once into `<data_dir>/query_encoder/` and checked against torch (the same
+    vectors, less per-query overhead; benchmarks/profile_search_query.py). "torch": the
+    model as loaded. If the ONNX copy cannot be built, queries use torch, with a warning."""
     duplicate_threshold: float = 0.26
     """Duplicate score from which two records are near-duplicates (calibrated on demo data)."""
     duplicate_lexical_weight: float = Field(default=0.8, ge=0.0, le=1.0)
