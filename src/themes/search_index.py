@@ -372,16 +372,12 @@ class SearchIndex:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         if not len(self.ids_):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        allowed = None if mask is None else np.flatnonzero(mask)
-        if allowed is not None and not len(allowed):
+        kept = None if mask is None else int(np.count_nonzero(mask))
+        if kept == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        if (
-            exact
-            or self.ann_ is None
-            or (allowed is not None and len(allowed) <= self.prefilter_max_records)
-        ):
-            return self._exact(q, n, allowed)
-        return self._ann(q, n, allowed)
+        if exact or self.ann_ is None or (kept is not None and kept <= self.prefilter_max_records):
+            return self._exact(q, n, None if mask is None else np.flatnonzero(mask))
+        return self._ann(q, n, mask, kept)
 
     def _exact(
         self, q: np.ndarray, n: int, allowed: np.ndarray | None
@@ -418,16 +414,13 @@ class SearchIndex:
         return pos[order], vals
 
     def _ann(
-        self, q: np.ndarray, n: int, allowed: np.ndarray | None
+        self, q: np.ndarray, n: int, mask: np.ndarray | None, kept: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """HNSW search; with a filter, over-fetch by the inverse share kept, then retry."""
+        """HNSW search; with a filter (`kept` records in `mask`), over-fetch by the inverse
+        share kept, then retry."""
         total = len(self.ids_)
-        share = 1.0 if allowed is None else len(allowed) / total
+        share = 1.0 if mask is None or kept is None else kept / total
         count = min(total, max(n, math.ceil(n / share * OVERFETCH)))
-        mask = None
-        if allowed is not None:
-            mask = np.zeros(total, dtype=bool)
-            mask[allowed] = True
         while True:
             found = self.ann_.search(q, count, threads=1)
             pos = np.searchsorted(self.keys_, np.asarray(found.keys, dtype=np.int64))
@@ -438,7 +431,7 @@ class SearchIndex:
             if len(pos) >= n or count >= total:
                 return pos[:n].astype(np.int64), sims[:n]
             if count >= 8 * self.prefilter_max_records:
-                return self._exact(q, n, allowed)
+                return self._exact(q, n, None if mask is None else np.flatnonzero(mask))
             count = min(total, count * 4)
 
     def neighbours(self, positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
