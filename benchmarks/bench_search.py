@@ -362,29 +362,29 @@ def pr(pred: set, truth: set) -> dict[str, float]:  # noqa: ANN001
 DUP_CONTEXTS = (0, 10, 30)
 """Neighbour counts whose shared words the overlap discounts (0: global IDF only)."""
 
+DUP_WINDOWS = (0, 1, 2, 3)
+"""Event-date windows (days) calibrated with the score; pairs are blocked at the widest."""
+
 
 def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tuple]:  # noqa: ANN001
-    """(cosine, word overlap for each of DUP_CONTEXTS, patient-sex conflict) of every
-    candidate pair: blocked as the product blocks, or every pair with cosine >= 0.5 when
-    not blocked."""
+    """(cosine, word overlap for each of DUP_CONTEXTS, patient-sex conflict, day gap) of
+    every candidate pair: blocked as the product blocks (at the widest of DUP_WINDOWS), or
+    every pair with cosine >= 0.5 when not blocked (day gap 0: no date window)."""
     from themes.duplicates import _context, find_pairs, sex_conflicts, word_overlap
 
     if blocked:
-        pairs = [
-            (a, b, c)
-            for a, b, c, _ in find_pairs(
-                index,
-                np.arange(index.size),
-                threshold=-1.0,
-                max_days=settings.search.duplicate_max_days,
-                match_fields=settings.search.duplicate_match_fields,
-            )
-        ]
+        pairs = find_pairs(
+            index,
+            np.arange(index.size),
+            threshold=-1.0,
+            max_days=max(DUP_WINDOWS),
+            match_fields=settings.search.duplicate_match_fields,
+        )
     else:
         v = np.asarray(index.vectors_, dtype=np.float32)
         sims = v @ v.T
         pairs = [
-            (i, int(j), float(sims[i, j]))
+            (i, int(j), float(sims[i, j]), 0)
             for i in range(len(v))
             for j in np.flatnonzero(sims[i, i + 1 :] >= 0.5) + i + 1
         ]
@@ -392,32 +392,41 @@ def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tu
         return {
             tuple(sorted((index.ids_[a], index.ids_[b]))): (c,)
             + (0.0,) * len(DUP_CONTEXTS)
-            + (0.0,)
-            for a, b, c in pairs
+            + (0.0, 0)
+            for a, b, c, _ in pairs
         }
     # one overlap call per record with all its partners (the weights are per record)
-    partners: dict[int, list[tuple[int, float]]] = {}
-    for a, b, c in pairs:
-        partners.setdefault(a, []).append((b, c))
+    partners: dict[int, list[tuple[int, float, int]]] = {}
+    for a, b, c, gap in pairs:
+        partners.setdefault(a, []).append((b, c, gap))
     out = {}
     for a, rest in partners.items():
-        others = np.array([b for b, _ in rest], dtype=np.int64)
+        others = np.array([b for b, *_ in rest], dtype=np.int64)
         overlaps = [
             word_overlap(index, a, others, context=_context(index, a, k)) for k in DUP_CONTEXTS
         ]
         conflict = sex_conflicts(index, a, others)
-        for j, (b, c) in enumerate(rest):
+        for j, (b, c, gap) in enumerate(rest):
             key = tuple(sorted((index.ids_[a], index.ids_[b])))
-            out[key] = (c, *(float(o[j]) for o in overlaps), float(conflict[j]))
+            out[key] = (c, *(float(o[j]) for o in overlaps), float(conflict[j]), gap)
     return out
 
 
 def scored(
-    features: dict[tuple, tuple], weight: float, context: int = 0, penalty: float = 0.0
+    features: dict[tuple, tuple],
+    weight: float,
+    context: int = 0,
+    penalty: float = 0.0,
+    window: int | None = None,
 ) -> dict[tuple, float]:
-    """Each pair's duplicate score as the product computes it (see themes.duplicates)."""
+    """Each pair's duplicate score as the product computes it (see themes.duplicates), for
+    the pairs whose event dates are at most `window` days apart (None: all candidates)."""
     k = 1 + DUP_CONTEXTS.index(context)
-    return {p: (1 - weight) * f[0] + weight * f[k] - penalty * f[-1] for p, f in features.items()}
+    return {
+        p: (1 - weight) * f[0] + weight * f[k] - penalty * f[-2]
+        for p, f in features.items()
+        if window is None or f[-1] <= window
+    }
 
 
 def calibrate(scores: dict[tuple, float], truth: set) -> tuple[float, float]:  # noqa: ANN001
@@ -457,52 +466,58 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
     penalty = settings.search.duplicate_sex_conflict_penalty
     grid = [round(w, 2) for w in np.arange(0.0, 1.01, 0.1)]
 
-    def best_fit(pen: float) -> tuple[int, float, dict]:  # noqa: ANN001
+    def best_fit(pen: float, windows: tuple[int, ...]) -> tuple[int, int, float, dict]:
         fits = {
-            (k, w): calibrate(scored(cal[True], w, k, pen), truth_cal)
+            (d, k, w): calibrate(scored(cal[True], w, k, pen, d), truth_cal)
+            for d in windows
             for k in DUP_CONTEXTS
             for w in grid
         }
-        k, w = max(fits, key=lambda kw: (fits[kw][1], -abs(kw[1] - 0.5), -kw[0]))
-        return k, w, fits
+        # ties: the wider date window, the weight nearer 0.5, the smaller context
+        d, k, w = max(fits, key=lambda dkw: (fits[dkw][1], dkw[0], -abs(dkw[2] - 0.5), -dkw[1]))
+        return d, k, w, fits
 
-    best_k, best_w, fits = best_fit(penalty)
-    plain_k, plain_w, plain_fits = best_fit(0.0)
+    best_d, best_k, best_w, fits = best_fit(penalty, DUP_WINDOWS)
+    _, two_k, two_w, _ = best_fit(penalty, (2,))
+    _, plain_k, plain_w, plain_fits = best_fit(0.0, (best_d,))
     out["calibration"] = {
-        f"context {k}, weight {w}": {"threshold": t, "f1": f} for (k, w), (t, f) in fits.items()
+        f"window {d}, context {k}, weight {w}": {"threshold": t, "f1": f}
+        for (d, k, w), (t, f) in fits.items()
     }
-    no_ctx_w = max(grid, key=lambda w: (plain_fits[(0, w)][1], -abs(w - 0.5)))
+    no_ctx_w = max(grid, key=lambda w: (plain_fits[(best_d, 0, w)][1], -abs(w - 0.5)))
     methods = {
         "product (date+place blocking, cosine + word overlap, sex check)": (
-            True, best_w, best_k, penalty),
-        "product without the sex check": (True, plain_w, plain_k, 0.0),
-        "blocking, cosine + word overlap without context": (True, no_ctx_w, 0, 0.0),
-        "blocking, cosine only": (True, 0.0, 0, 0.0),
-        "blocking, word overlap only (no context)": (True, 1.0, 0, 0.0),
-        "cosine only (no blocking)": (False, 0.0, 0, 0.0),
+            True, best_w, best_k, penalty, best_d),
+        "product with a 2-day date window": (True, two_w, two_k, penalty, 2),
+        "product without the sex check": (True, plain_w, plain_k, 0.0, best_d),
+        "blocking, cosine + word overlap without context": (True, no_ctx_w, 0, 0.0, best_d),
+        "blocking, cosine only": (True, 0.0, 0, 0.0, best_d),
+        "blocking, word overlap only (no context)": (True, 1.0, 0, 0.0, best_d),
+        "cosine only (no blocking)": (False, 0.0, 0, 0.0, None),
     }  # fmt: skip
-    for name, (blocked, w, k, pen) in methods.items():
-        t, _ = calibrate(scored(cal[blocked], w, k, pen), truth_cal)
+    for name, (blocked, w, k, pen, d) in methods.items():
+        t, _ = calibrate(scored(cal[blocked], w, k, pen, d), truth_cal)
         rows: dict[str, Any] = {"lexical_weight": w, "context": k, "sex_penalty": pen,
-                                "threshold": t}  # fmt: skip
+                                "date_window": d, "threshold": t}  # fmt: skip
         for seed in eval_seeds:
-            sc = scored(feats[blocked][seed], w, k, pen)
+            sc = scored(feats[blocked][seed], w, k, pen, d)
             rows[f"seed {seed}"] = pr({p for p, s in sc.items() if s >= t}, data[seed][1])
         out[name] = rows
     cfg_w, cfg_t = settings.search.duplicate_lexical_weight, settings.search.duplicate_threshold
-    cfg_k = settings.search.duplicate_context
-    if cfg_k not in DUP_CONTEXTS:
+    cfg_k, cfg_d = settings.search.duplicate_context, settings.search.duplicate_max_days
+    if cfg_k not in DUP_CONTEXTS or cfg_d not in DUP_WINDOWS:
         return out
     out["configured"] = {
         "lexical_weight": cfg_w,
         "context": cfg_k,
         "sex_penalty": penalty,
+        "date_window": cfg_d,
         "threshold": cfg_t,
         **{
             f"seed {seed}": pr(
                 {
                     p
-                    for p, s in scored(feats[True][seed], cfg_w, cfg_k, penalty).items()
+                    for p, s in scored(feats[True][seed], cfg_w, cfg_k, penalty, cfg_d).items()
                     if s >= cfg_t
                 },
                 data[seed][1],
@@ -568,8 +583,9 @@ def markdown(res: dict[str, Any]) -> str:
         d = res["duplicates"]
         lines += [
             f"**Near-duplicates** on demo data ({d['records_per_seed']} records per seed; "
-            f"blocking on event date and {', '.join(d.get('match_fields', []))}; lexical weight "
-            "and threshold calibrated together on the pooled planted pairs of seeds "
+            f"blocking on event date and {', '.join(d.get('match_fields', []))}; date window, "
+            "lexical weight, context and threshold calibrated together on the pooled planted "
+            "pairs of seeds "
             f"{', '.join(map(str, d.get('calibration_seeds', [d.get('calibration_seed')])))} "
             "(best F1), "
             "then applied to the evaluation seeds).",
@@ -581,10 +597,13 @@ def markdown(res: dict[str, Any]) -> str:
             for seed in d["evaluation_seeds"]:
                 r = d[name][f"seed {seed}"]
                 w, t = d[name]["lexical_weight"], d[name]["threshold"]
-                rows.append([name, w, d[name].get("context", 0), t, seed, r["precision"],
+                window = d[name].get("date_window", "—")
+                rows.append([name, window if window is not None else "—", w,
+                             d[name].get("context", 0), t, seed, r["precision"],
                              r["recall"], r["predicted"], r["planted"]])  # fmt: skip
-        lines += [md_table(["method", "word weight", "context", "threshold", "seed", "precision",
-                            "recall", "predicted", "planted"], rows), ""]  # fmt: skip
+        lines += [md_table(["method", "date window (days)", "word weight", "context",
+                            "threshold", "seed", "precision", "recall", "predicted",
+                            "planted"], rows), ""]  # fmt: skip
         product = next((k for k in names if k.startswith("product")), None)
         if product is not None:
             r = d[product]
@@ -593,15 +612,20 @@ def markdown(res: dict[str, Any]) -> str:
                 for s in d["evaluation_seeds"]
             )
             verdict = "met" if worst >= 0.9 else "**missed**"
-            lines += [f"Calibrated settings (word weight {r['lexical_weight']}, context "
-                      f"{r.get('context', 0)}, threshold {r['threshold']}): the lowest "
+            lines += [f"Calibrated settings (date window {r.get('date_window')} days, word "
+                      f"weight {r['lexical_weight']}, context {r.get('context', 0)}, threshold "
+                      f"{r['threshold']}): the lowest "
                       f"precision or recall over the evaluation seeds is **{worst}** "
                       f"(target ≥ 0.9: {verdict}).", ""]  # fmt: skip
             c = d.get("configured")
-            chosen = (r["lexical_weight"], r.get("context", 0), r["threshold"])
-            if c and (c["lexical_weight"], c.get("context", 0), c["threshold"]) != chosen:
-                lines += [f"_The configuration shipped during this run (word weight "
-                          f"{c['lexical_weight']}, threshold {c['threshold']}) differs from the "
+            chosen = (r["lexical_weight"], r.get("context", 0), r["threshold"],
+                      r.get("date_window"))  # fmt: skip
+            shipped = (c["lexical_weight"], c.get("context", 0), c["threshold"],
+                       c.get("date_window")) if c else None  # fmt: skip
+            if c and shipped != chosen:
+                lines += [f"_The configuration shipped during this run (date window "
+                          f"{c.get('date_window')}, word weight {c['lexical_weight']}, context "
+                          f"{c.get('context', 0)}, threshold {c['threshold']}) differs from the "
                           "calibrated settings; `config/themes.toml` is to be set to the "
                           "calibrated ones._", ""]  # fmt: skip
     lines += ["Command: `python benchmarks/bench_search.py`"]

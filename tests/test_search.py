@@ -421,12 +421,6 @@ def test_planted_near_duplicates_rank_first(demo_run, searcher) -> None:  # noqa
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 5 target missed: cosine + word overlap + the patient-sex check finds the "
-    "planted duplicates (recall 0.9-1.0) but also pairs some independent same-day, same-ward "
-    "reports of one theme (precision 0.90, 0.91, 0.86 on demo seeds 102, 103, 105)",
-)
 def test_planted_near_duplicates_are_grouped(demo_run, searcher) -> None:  # noqa: ANN001
     from themes.duplicates import duplicate_groups
 
