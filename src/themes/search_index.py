@@ -595,6 +595,8 @@ class SearchIndex:
                     raise IndexCorruptError("the ANN file ann.usearch is unreadable or truncated")
                 index.ann_.expansion_search = index.ann_expansion_search
             index.read_only_ = read_only
+            if read_only:
+                _prefetch(path)
         except IndexCorruptError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -659,6 +661,34 @@ def _check_vectors(vectors: np.ndarray, n: int) -> np.ndarray:
 
 def _day(d: date) -> int:
     return int((np.datetime64(d, "D") - EPOCH).astype(np.int64))
+
+
+def _prefetch(path: Path) -> None:
+    """Ask the kernel to read a mapped index's files into the page cache in the background.
+
+    A read-only index maps its large files instead of reading them; without this, the
+    first queries after a restart (or after other work pushed the files out of the cache)
+    wait on disk for each page they touch. Pages read ahead this way are page cache, not
+    the process's memory, until a query touches them.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:  # not on this platform: pages are read on first touch
+        return
+    for file in (
+        path / "ann.usearch",
+        path / "vectors.npy",
+        *sorted((path / "bm25").glob("*.npy")),
+    ):
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError as e:
+            log.debug("cannot prefetch %s: %s", file, e)
+        finally:
+            os.close(fd)
 
 
 def _top(
