@@ -197,7 +197,7 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
         load_s = time.perf_counter() - t0
         embedder = SentenceTransformerEmbedder(settings.embed)
         embedder.encode(["warm up the model"])
-        # as Searcher.search: the query is embedded on a worker thread while BM25 runs
+        # as Searcher.search: embedding and dense search on a worker thread, BM25 beside it
         query_embedder = make_query_embedder(embedder, settings)
         query_embedder("warm up the query path")
 

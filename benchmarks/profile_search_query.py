@@ -1,9 +1,11 @@
 """Where a filtered text query's time goes, step by step, at 1,000,000 records.
 
 Loads the index that `bench_search_speed.py` built (run that first) and times, over the
-same queries and filters: embedding the query alone (the product's path: one torch thread
-on a worker), the filter mask, BM25, dense search under the filter, and the whole query
-with embedding and BM25 overlapped (`themes.search.text_query`). Also: one core's matmul
+same queries and filters: embedding the query alone (the product's path,
+`search.query_encoder`, on its worker thread) and with torch, the filter mask, BM25, dense
+search under the filter, and the whole query as the product runs it
+(`themes.search.text_query`: embedding and dense search on the worker while the mask and
+BM25 run). Also: one core's matmul
 speed at the encoder's layer shapes, and (`--torchscript`) a TorchScript-frozen encoder
 with oneDNN fusion, the option the search-speed reading discusses.
 
@@ -171,9 +173,10 @@ def main() -> None:
         "",
         f"{len(queries)} queries (mean {res['query_word_pieces_mean']} word-pieces) rotating "
         f"over {len(FILTERS)} filters; each step timed on its own, then the whole query "
-        "(embedding overlapped with mask + BM25). Query encoder: "
-        f"{res['query_encoder']} (the \"embed\" row; lowest cosine to torch's vectors "
-        f"{res['min_cosine_query_encoder_to_torch']}); \"embed (torch)\" is the model as "
+        "(embedding, then dense search, on the worker while the mask and BM25 run). "
+        "Query encoder: "
+        f'{res["query_encoder"]} (the "embed" row; lowest cosine to torch\'s vectors '
+        f'{res["min_cosine_query_encoder_to_torch"]}); "embed (torch)" is the model as '
         "loaded.",
         "",
         md_table(["step", "p50 ms", "p95 ms"], rows),

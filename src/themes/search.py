@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from themes.errors import NotFoundError, ThemesError
+from themes.errors import ConfigError, NotFoundError, ThemesError
 from themes.search_index import Filters, IndexCorruptError, SearchIndex
 from themes.settings import SearchSettings, Settings
 from themes.store import (
@@ -307,7 +307,6 @@ def make_query_embedder(embedder: Any, settings: Settings) -> QueryEmbedder:
     itself, with a warning naming the reason.
     """
     from themes.embed import OnnxQueryEncoder, SentenceTransformerEmbedder
-    from themes.errors import ConfigError
 
     threads = settings.search.query_threads
     encoder = None

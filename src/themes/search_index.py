@@ -419,7 +419,7 @@ class SearchIndex:
         """HNSW search; with a filter (`kept` records in `mask`), over-fetch by the inverse
         share kept, then retry."""
         total = len(self.ids_)
-        share = 1.0 if mask is None or kept is None else kept / total
+        share = 1.0 if kept is None else kept / total
         count = min(total, max(n, math.ceil(n / share * OVERFETCH)))
         while True:
             found = self.ann_.search(q, count, threads=1)
@@ -533,7 +533,8 @@ class SearchIndex:
         `read_only` (for serving queries) memory-maps the ANN graph and the BM25 matrix
         instead of reading them into memory: a query touches only the pages it needs, and
         those are page cache that several processes share and the kernel can drop. Such an
-        index cannot be updated (`update` and `fit` raise ThemesError). The nightly flow
+        index cannot be updated (`update` raises ThemesError; `fit` builds a new, writable
+        one in memory). The nightly flow
         saves a new index by renaming a new folder into place, so a mapped one stays valid.
         """
         import bm25s
