@@ -195,10 +195,10 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
             **override,
         )
         load_s = time.perf_counter() - t0
-        embedder = SentenceTransformerEmbedder(settings.embed)
-        embedder.encode(["warm up the model"])
-        # as Searcher.search: embedding and dense search on a worker thread, BM25 beside it
-        query_embedder = make_query_embedder(embedder, settings)
+        # as Searcher: the query encoder exported and checked by main() (as the first
+        # search does), so this process loads neither torch nor the PyTorch model;
+        # embedding and dense search on a worker thread, BM25 beside it
+        query_embedder = make_query_embedder(SentenceTransformerEmbedder(settings.embed), settings)
         query_embedder("warm up the query path")
 
         queries = json.loads((WORK / "queries.json").read_text())[:n_queries]
@@ -222,6 +222,7 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
             times.append(time.perf_counter() - t)
         rss_gb = round(psutil.Process().memory_info().rss / 2**30, 2)
         by_file = resident_by_file()
+        torch_loaded = "torch" in sys.modules
     out = {
         "mode": mode,
         "queries": len(queries),
@@ -236,12 +237,13 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
         "load_average_1m": round(os.getloadavg()[0], 1),
         "query_threads": settings.search.query_threads,
         "query_encoder": query_embedder.backend,
+        "torch_loaded": torch_loaded,
         "ann_expansion_search": settings.search.ann_expansion_search,
         "prefilter_max_records": settings.search.prefilter_max_records,
     }
     if mode == "ann":
         # dense recall@10 of the ANN path against exact search, same queries
-        vecs = embedder.encode(queries[:200])
+        vecs = [query_embedder(q) for q in queries[:200]]
         for label, filt in (("unfiltered", None), ("filtered", "rotate")):
             overlaps = []
             for i, v in enumerate(vecs):
@@ -276,6 +278,13 @@ def main() -> None:
     else:
         built = build(args.records)
         (WORK / "build.json").write_text(json.dumps(built))
+    from themes.embed import SentenceTransformerEmbedder
+    from themes.search import make_query_embedder
+    from themes.settings import load_settings
+
+    settings = load_settings()
+    # the one-time export and check of the query encoder, done by the first search
+    make_query_embedder(SentenceTransformerEmbedder(settings.embed), settings).close()
     modes = {}
     for mode in ("ann", "exact"):
         proc = subprocess.run(
@@ -324,7 +333,9 @@ def main() -> None:
             "kernel can drop and other processes share); anonymous memory is what the "
             "process itself holds. Resident memory after the ANN run, by file (GB): "
             + ", ".join(f"{k} {v}" for k, v in a.get("rss_after_by_file_gb", {}).items())
-            + ".",
+            + f". Queries are embedded by the {a['query_encoder']} query encoder; torch "
+            + ("was" if a.get("torch_loaded") else "was not")
+            + " loaded in the serving process.",
             "",
             f"ANN recall@10 against exact search: **{a['recall@10_unfiltered']}** unfiltered, "
             f"**{a['recall@10_filtered']}** filtered (target ≥ 0.95). Dense-only ANN query: "

@@ -78,3 +78,66 @@ def test_onnx_query_encoder_gives_the_models_vectors(
     exported[0].write_bytes(b"not a model")
     again = OnnxQueryEncoder.build(embedder, tmp_path)
     assert float(again.encode_one(texts[1]) @ embedder.encode([texts[1]])[0]) > 0.9999
+
+
+@pytest.mark.slow
+def test_cached_query_encoder_loads_without_torch(
+    embedder: SentenceTransformerEmbedder, tmp_path
+) -> None:  # noqa: ANN001
+    """A searcher with the export already made and checked never imports torch, and its
+    vectors are torch's; a record that disagrees is checked against torch again."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from themes.embed import OnnxQueryEncoder
+
+    OnnxQueryEncoder.build(embedder, tmp_path)
+    (record,) = tmp_path.glob("*.check.json")
+    text = "Wrong patient's bloods labelled at the bedside; sample rejected by the lab."
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from themes.embed import OnnxQueryEncoder, SentenceTransformerEmbedder\n"
+        "from themes.settings import EmbedSettings\n"
+        "embedder = SentenceTransformerEmbedder(EmbedSettings())\n"
+        f"enc = OnnxQueryEncoder.build(embedder, Path({str(tmp_path)!r}))\n"
+        f"vec = enc.encode_one({text!r})\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'vec': vec.tolist()}))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False
+    assert float(np.asarray(got["vec"]) @ embedder.encode([text])[0]) > 0.9999
+
+    saved = json.loads(record.read_text())
+    saved["probe"] = list(-np.asarray(saved["probe"]))
+    record.write_text(json.dumps(saved))
+    again = OnnxQueryEncoder.build(embedder, tmp_path)  # checked against torch, re-recorded
+    assert float(again.encode_one(text) @ embedder.encode([text])[0]) > 0.9999
+    assert json.loads(record.read_text())["probe"][0] == pytest.approx(-saved["probe"][0])
+
+
+@pytest.mark.slow
+def test_query_tokeniser_matches_the_models(embedder: SentenceTransformerEmbedder) -> None:
+    from themes.embed import _fast_tokenizer
+
+    tokenize = _fast_tokenizer(embedder)
+    assert tokenize is not None
+    texts = [
+        "fall",
+        "",
+        "Pt's NOK informed @ 02:15 — [PERSON] (son) said “he’s confused”; café naïve Ã© tea.",
+        "IV abx delayed >4h; sepsis 6 not started. NEWS2 = 7!!  Ward 7B / ED -> ITU",
+        "Medication: Enoxaparin 40mg s/c OD; 🙂 CAPS LOCK TEXT; tab\tand\nnewline",
+        "word " * 300,
+    ]
+    for text in texts:
+        ids, mask = tokenize(text)
+        ref = embedder.model.tokenizer(text, truncation=False, return_tensors="np")
+        assert ids.tolist() == ref["input_ids"].tolist(), text
+        assert mask.tolist() == ref["attention_mask"].tolist(), text

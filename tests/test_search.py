@@ -211,8 +211,26 @@ def test_a_read_only_index_answers_as_the_loaded_one_and_refuses_updates(tmp_pat
         assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
         a, b = writable.dense(vecs[i], n=10, mask=mask), mapped.dense(vecs[i], n=10, mask=mask)
         assert np.array_equal(a[0], b[0])
+        assert mapped.tokens_of(i) == writable.tokens_of(i)
+    assert isinstance(mapped.tok_ids_, np.memmap) and isinstance(mapped.vectors_, np.memmap)
+    assert "hashes_" not in vars(mapped)  # read when first asked for
+    assert mapped.hashes_.tolist() == writable.hashes_.tolist()
     with pytest.raises(ThemesError, match="read-only"):
         mapped.update(ids[:-1], [], [], [], np.zeros((0, vecs.shape[1])), meta[:-1])
+
+
+def test_an_index_saved_with_tokens_npz_still_loads(tmp_path) -> None:  # noqa: ANN001
+    """Indexes saved before the token arrays became plain .npy files keep working."""
+    ids, texts, vecs, meta = _corpus(120, seed=5)
+    built = SearchIndex().fit(ids, [text_hash(t) for t in texts], texts, vecs, meta, model_id="m")
+    built.save(tmp_path / "index")
+    path = tmp_path / "index"
+    np.savez(path / "tokens.npz", indptr=built.tok_indptr_, ids=built.tok_ids_)
+    (path / "token_ids.npy").unlink()
+    (path / "token_indptr.npy").unlink()
+    for read_only in (False, True):
+        loaded = SearchIndex.load(path, read_only=read_only)
+        assert [loaded.tokens_of(i) for i in range(120)] == [built.tokens_of(i) for i in range(120)]
 
 
 def test_query_encoder_falls_back_to_torch_with_a_warning(
@@ -330,7 +348,7 @@ def test_index_updates_only_new_and_changed_records(settings, store) -> None:  #
     assert index.ids_[hits[0]] == "INC000003"
 
 
-@pytest.mark.parametrize("damage", ["manifest", "vectors", "ann", "missing"])
+@pytest.mark.parametrize("damage", ["manifest", "vectors", "tokens", "ann", "missing"])
 def test_a_corrupt_or_missing_index_is_rebuilt_with_a_log_line(
     settings,
     store,
@@ -349,6 +367,9 @@ def test_a_corrupt_or_missing_index_is_rebuilt_with_a_log_line(
     elif damage == "vectors":
         data = (path / "vectors.npy").read_bytes()
         (path / "vectors.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "tokens":
+        data = (path / "token_ids.npy").read_bytes()
+        (path / "token_ids.npy").write_bytes(data[: len(data) - 8])
     elif damage == "ann":
         (path / "ann.usearch").write_bytes(b"\0" * 64)
     else:

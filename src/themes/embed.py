@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -208,20 +209,30 @@ class OnnxQueryEncoder:
     A single short text is dominated by per-operator overhead, which ONNX Runtime keeps
     far lower than eager torch (benchmarks/profile_search_query.py measures both on the
     benchmark's queries). The vectors are the embedder's own: the same weights, the same
-    mean pooling and normalisation, checked against torch on a probe text when built.
-    Texts longer than the model's window go to the embedder (chunked and pooled).
+    tokeniser, mean pooling and normalisation. Texts longer than the model's window go to
+    the embedder (chunked and pooled).
 
-    Build it with `OnnxQueryEncoder.build`, which exports the model once into `cache_dir`.
+    Build it with `OnnxQueryEncoder.build`. The first build exports the model into
+    `cache_dir`, checks the copy against torch on a probe text and records torch's probe
+    vector beside it. Later builds check the copy against that record instead, so a
+    searcher that only embeds short queries never loads torch or the PyTorch model
+    (about 0.3 GB of memory and a few seconds of start-up).
     """
 
     PROBE = "Patient fell on the ward overnight; no injury, falls assessment reviewed."
+    MIN_COSINE = 0.9999
 
-    def __init__(self, embedder: SentenceTransformerEmbedder, session: object) -> None:
+    def __init__(
+        self,
+        embedder: SentenceTransformerEmbedder,
+        session: object,
+        tokenizer: Callable[[str], tuple[np.ndarray, np.ndarray]],
+        max_length: int,
+    ) -> None:
         self.embedder = embedder
         self.session = session
-        model = embedder.model
-        self.tokenizer = model.tokenizer
-        self.max_length = int(model.max_seq_length)
+        self.tokenize = tokenizer
+        self.max_length = max_length
         self.inputs = {i.name for i in session.get_inputs()}  # type: ignore[attr-defined]
 
     @classmethod
@@ -238,24 +249,33 @@ class OnnxQueryEncoder:
             import onnxruntime as ort
         except ImportError as e:
             raise ConfigError(f"onnxruntime is not installed ({e})") from e
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+        def session(path: Path) -> object:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        path = Path(cache_dir) / f"{_fingerprint(embedder)}.onnx"
+        record = path.with_suffix(".check.json")
+        warm = cls._from_record(embedder, path, record, session)
+        if warm is not None:
+            return warm
+
         model = embedder.model
         names = [type(m).__name__ for m in model]
         if names[:2] != ["Transformer", "Pooling"] or set(names[2:]) - {"Normalize"}:
             raise ConfigError(f"the model's pipeline {names} is not transformer + pooling")
         if not _mean_pooling(model[1].get_config_dict()):
             raise ConfigError(f"the model pools by {model[1].get_config_dict()}, not the mean")
-        path = Path(cache_dir) / f"{_fingerprint(embedder)}.onnx"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        tokenizer = _fast_tokenizer(embedder) or _hf_tokenizer(model.tokenizer)
+        reference = embedder.encode_one(cls.PROBE)
         for attempt in (1, 2):
             if not path.is_file():
                 _export_onnx(embedder, path)
             try:
-                session = ort.InferenceSession(
-                    str(path), options, providers=["CPUExecutionProvider"]
-                )
+                loaded = session(path)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
                 path.unlink(missing_ok=True)
                 if attempt == 2:
@@ -264,9 +284,10 @@ class OnnxQueryEncoder:
                     "the cached query encoder %s is unreadable (%s); exporting it again", path, e
                 )
                 continue
-            encoder = cls(embedder, session)
-            cosine = float(encoder.encode_one(cls.PROBE) @ embedder.encode_one(cls.PROBE))
-            if cosine >= 0.9999:
+            encoder = cls(embedder, loaded, tokenizer, int(model.max_seq_length))
+            cosine = float(encoder.encode_one(cls.PROBE) @ reference)
+            if cosine >= cls.MIN_COSINE:
+                _write_json(record, {"max_length": encoder.max_length, "probe": reference.tolist()})
                 return encoder
             path.unlink(missing_ok=True)
             if attempt == 2:
@@ -278,17 +299,88 @@ class OnnxQueryEncoder:
             )
         raise AssertionError("unreachable")
 
+    @classmethod
+    def _from_record(
+        cls,
+        embedder: SentenceTransformerEmbedder,
+        path: Path,
+        record: Path,
+        session: Callable[[Path], object],
+    ) -> OnnxQueryEncoder | None:
+        """The cached export, checked against torch's recorded probe vector (no torch), or
+        None (with the reason logged) when there is no usable record."""
+        if not (path.is_file() and record.is_file()):
+            return None
+        tokenizer = _fast_tokenizer(embedder)
+        if tokenizer is None:
+            return None
+        try:
+            saved = json.loads(record.read_text())
+            reference = np.asarray(saved["probe"], dtype=np.float32)
+            encoder = cls(embedder, session(path), tokenizer, int(saved["max_length"]))
+            cosine = float(encoder.encode_one(cls.PROBE) @ reference)
+        except Exception as e:  # noqa: BLE001 - a bad record or file: check against torch
+            log.warning(
+                "the cached query encoder %s cannot be used (%s); checking it again", path, e
+            )
+            record.unlink(missing_ok=True)
+            return None
+        if cosine >= cls.MIN_COSINE:
+            return encoder
+        log.warning(
+            "the cached query encoder %s disagrees with its record; checking it again", path
+        )
+        record.unlink(missing_ok=True)
+        return None
+
     def encode_one(self, text: str) -> np.ndarray:
         """One text's L2-normalised vector, as `SentenceTransformerEmbedder.encode` gives it."""
-        enc = self.tokenizer(text, truncation=False, return_tensors="np")
-        ids = enc["input_ids"]
+        ids, mask = self.tokenize(text)
         if ids.shape[1] >= self.max_length:
             return self.embedder.encode([text])[0]
-        feed = {"input_ids": ids.astype(np.int64)}
+        feed = {"input_ids": ids}
         if "attention_mask" in self.inputs:
-            feed["attention_mask"] = enc["attention_mask"].astype(np.int64)
+            feed["attention_mask"] = mask
         hidden = self.session.run(None, feed)[0]  # type: ignore[attr-defined]
         return l2_normalise(hidden[0].mean(axis=0, keepdims=True))[0]
+
+
+def _fast_tokenizer(
+    embedder: SentenceTransformerEmbedder,
+) -> Callable[[str], tuple[np.ndarray, np.ndarray]] | None:
+    """The model's `tokenizer.json` through the `tokenizers` library (no torch), with no
+    truncation or padding, as the model's own tokeniser is called; None without the file."""
+    root = Path(embedder.settings.model_path or bundled_model_path())
+    if not (root / "tokenizer.json").is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(root / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+
+    def tokenize(text: str) -> tuple[np.ndarray, np.ndarray]:
+        enc = tok.encode(text)
+        return (
+            np.asarray([enc.ids], dtype=np.int64),
+            np.asarray([enc.attention_mask], dtype=np.int64),
+        )
+
+    return tokenize
+
+
+def _hf_tokenizer(tokenizer: object) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
+    def tokenize(text: str) -> tuple[np.ndarray, np.ndarray]:
+        enc = tokenizer(text, truncation=False, return_tensors="np")  # type: ignore[operator]
+        return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+    return tokenize
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def _mean_pooling(config: dict) -> bool:
@@ -300,13 +392,17 @@ def _mean_pooling(config: dict) -> bool:
 
 
 def _fingerprint(embedder: SentenceTransformerEmbedder) -> str:
-    """Names the exported file: model id, its files' names and sizes, torch's version."""
+    """Names the exported file: model id, its files' names and sizes, the token window
+    asked for, torch's version; read without loading torch or the model."""
     import hashlib
+    from importlib.metadata import PackageNotFoundError, version
 
-    import torch
-
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "none"
     root = Path(embedder.settings.model_path or bundled_model_path())
-    parts = [embedder.model_id, torch.__version__, str(embedder.model.max_seq_length)]
+    parts = [embedder.model_id, torch_version, str(embedder.settings.max_tokens)]
     if root.is_dir():
         parts += [
             f"{p.relative_to(root)}:{p.stat().st_size}"

@@ -81,6 +81,9 @@ class Filters:
         return out
 
 
+RECORD_COLUMNS = ["record_id", "clean_hash", "key", "day", "theme_id", *META_COLUMNS]
+
+
 def tokenizer_stopwords() -> list[str]:
     """English stop words plus the de-identification placeholders ("[PERSON]" -> person)."""
     from bm25s.stopwords import STOPWORDS_EN
@@ -498,7 +501,9 @@ class SearchIndex:
         )
         table.to_parquet(tmp / "records.parquet", index=False)
         np.save(tmp / "vectors.npy", np.asarray(self.vectors_, dtype=np.float16))
-        np.savez(tmp / "tokens.npz", indptr=self.tok_indptr_, ids=self.tok_ids_)
+        # plain .npy files (not one .npz) so that a read-only load can memory-map them
+        np.save(tmp / "token_indptr.npy", np.asarray(self.tok_indptr_, dtype=np.int64))
+        np.save(tmp / "token_ids.npy", np.asarray(self.tok_ids_, dtype=np.int32))
         (tmp / "vocab.json").write_text(json.dumps(self.tokenizer_.get_vocab_dict()))
         if self.bm25_ is not None:
             self.bm25_.save(str(tmp / "bm25"), show_progress=False)
@@ -549,8 +554,11 @@ class SearchIndex:
                 )
             saved = dict(manifest["params"])
             index = cls(**{**saved, **params})
-            table = pd.read_parquet(path / "records.parquet")
-            tokens = np.load(path / "tokens.npz")
+            # a searcher never compares text hashes (only `update` does): it reads them
+            # when first asked for, sparing about 0.1 GB per million records
+            columns = [c for c in RECORD_COLUMNS if not (read_only and c == "clean_hash")]
+            table = pd.read_parquet(path / "records.parquet", columns=columns)
+            tokens = _load_tokens(path, mmap=read_only)
             vectors = np.load(path / "vectors.npy", mmap_mode="r")
             vocab = json.loads((path / "vocab.json").read_text())
             n = int(manifest["records"])
@@ -563,7 +571,10 @@ class SearchIndex:
             index.dim_ = int(manifest["dim"])
             index.next_key_ = int(manifest["next_key"])
             index.ids_ = table["record_id"].to_numpy(dtype=object)
-            index.hashes_ = table["clean_hash"].to_numpy(dtype=object)
+            if read_only:
+                index._records_path = path / "records.parquet"
+            else:
+                index.hashes_ = table["clean_hash"].to_numpy(dtype=object)
             index.keys_ = table["key"].to_numpy(dtype=np.int64)
             index.days_ = table["day"].to_numpy(dtype=np.int32)
             index.themes_ = table["theme_id"].to_numpy(dtype=np.int32)
@@ -572,9 +583,7 @@ class SearchIndex:
             )
             index._cache_codes()
             index.vectors_ = vectors
-            # asarray, not astype: no second copy of the token ids while loading
-            index.tok_indptr_ = np.asarray(tokens["indptr"], dtype=np.int64)
-            index.tok_ids_ = np.asarray(tokens["ids"], dtype=np.int32)
+            index.tok_indptr_, index.tok_ids_ = tokens["indptr"], tokens["ids"]
             if index.tok_indptr_[-1] != len(index.tok_ids_) or int(manifest["tokens"]) != len(
                 index.tok_ids_
             ):
@@ -605,6 +614,19 @@ class SearchIndex:
                 f"cannot read the search index at {path}: {e.__class__.__name__}: {e}"
             ) from e
         return index
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes not set: a read-only index's text hashes, read late
+        if name == "hashes_" and "_records_path" in self.__dict__:
+            try:
+                column = pd.read_parquet(self._records_path, columns=["clean_hash"])
+            except (OSError, ValueError) as e:
+                raise IndexCorruptError(f"cannot read {self._records_path}: {e}") from e
+            if len(column) != len(self.ids_):
+                raise IndexCorruptError(f"{self._records_path} changed after the index was loaded")
+            self.hashes_ = column["clean_hash"].to_numpy(dtype=object)
+            return self.hashes_
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -658,6 +680,29 @@ def _check_vectors(vectors: np.ndarray, n: int) -> np.ndarray:
     if vectors.ndim != 2 or vectors.shape[0] != n:
         raise ThemesError(f"expected {n} vectors, got an array of shape {vectors.shape}")
     return vectors
+
+
+def _load_tokens(path: Path, *, mmap: bool) -> dict[str, np.ndarray]:
+    """Each record's BM25 token ids (`ids`, split by `indptr`): memory-mapped when `mmap`
+    (they are read only for "more like this" and near-duplicates). An index saved before
+    the tokens were plain .npy files has them in tokens.npz, which is read into memory."""
+    if not (path / "token_ids.npy").is_file() and (path / "tokens.npz").is_file():
+        with np.load(path / "tokens.npz") as old:
+            # asarray, not astype: no second copy of the token ids
+            return {
+                "indptr": np.asarray(old["indptr"], dtype=np.int64),
+                "ids": np.asarray(old["ids"], dtype=np.int32),
+            }
+    mode = "r" if mmap else None
+    out = {
+        "indptr": np.load(path / "token_indptr.npy", mmap_mode=mode),
+        "ids": np.load(path / "token_ids.npy", mmap_mode=mode),
+    }
+    if out["indptr"].dtype != np.int64 or out["ids"].dtype != np.int32:
+        raise IndexCorruptError(
+            f"search index token arrays have types {out['indptr'].dtype}, {out['ids'].dtype}"
+        )
+    return out
 
 
 def _day(d: date) -> int:
