@@ -399,7 +399,8 @@ def _planted(demo_run) -> tuple[set[str], list[tuple[str, str]]]:  # noqa: ANN00
 def searcher(demo_run):  # noqa: ANN001, ANN201
     from themes.search import Searcher
 
-    return Searcher(demo_run["settings"])
+    with Searcher(demo_run["settings"]) as searcher:
+        yield searcher
 
 
 @pytest.mark.slow
@@ -475,3 +476,33 @@ def test_search_outputs_never_contain_a_planted_identifier(demo_run, searcher) -
     with searcher.store.connect() as conn:
         n = conn.execute(sa.select(sa.func.count()).select_from(raw_records)).scalar_one()
     assert n > 0
+
+
+@pytest.mark.slow
+def test_search_commands_print_the_documented_json(demo_run) -> None:  # noqa: ANN001
+    """`themes search`, `similar` and `duplicates` on the demo store, as an investigator
+    runs them: the JSON keeps its documented keys and the filters hold."""
+    from typer.testing import CliRunner
+
+    from themes.cli import app
+
+    runner = CliRunner()
+    found = runner.invoke(
+        app, ["search", "patient fell out of bed", "--kind", "incident", "-k", "3", "--json"]
+    )
+    assert found.exit_code == 0, found.output
+    data = json.loads(found.stdout)
+    assert len(data["results"]) == 3
+    assert {r["kind"] for r in data["results"]} == {"incident"}
+    first = data["results"][0]
+    assert data["schema_version"] and data["filters"]["kind"] == ["incident"]
+    assert {"record_id", "kind", "event_date", "theme_label", "score", "snippet"} <= set(first)
+    like = runner.invoke(app, ["similar", first["record_id"], "-k", "2", "--json"])
+    assert like.exit_code == 0, like.output
+    others = [r["record_id"] for r in json.loads(like.stdout)["results"]]
+    assert len(others) == 2 and first["record_id"] not in others
+    groups = runner.invoke(app, ["duplicates", "--json"])
+    assert groups.exit_code == 0, groups.output
+    assert isinstance(json.loads(groups.stdout), list | dict)
+    missing = runner.invoke(app, ["similar", "NO-SUCH-RECORD"])
+    assert missing.exit_code != 0 and "NO-SUCH-RECORD" in missing.output

@@ -91,9 +91,8 @@ def register(app: typer.Typer) -> None:
                 kind=kind, since=since, until=until, theme=theme, site=site,
                 location=location, specialty=specialty, severity=severity, status=status,
             )  # fmt: skip
-            return Searcher(_settings()).search(
-                text, filters=filters, k=k, offset=offset, method=method
-            )
+            with Searcher(_settings()) as searcher:
+                return searcher.search(text, filters=filters, k=k, offset=offset, method=method)
 
         data = _guard(run)
         _emit_json(data) if as_json else _print_results(data)
@@ -126,9 +125,10 @@ def register(app: typer.Typer) -> None:
                 kind=kind, since=since, until=until, theme=theme, site=site,
                 location=location, specialty=specialty, severity=severity, status=status,
             )  # fmt: skip
-            return Searcher(_settings()).similar(
-                record_id, filters=filters, k=k, offset=offset, method=method
-            )
+            with Searcher(_settings()) as searcher:
+                return searcher.similar(
+                    record_id, filters=filters, k=k, offset=offset, method=method
+                )
 
         data = _guard(run)
         _emit_json(data) if as_json else _print_results(data)

@@ -3,9 +3,9 @@
 The Python API the CLI and the web app call:
 
     from themes.search import Searcher
-    searcher = Searcher(settings)            # opens the store and index, model loaded once
-    searcher.search("fell from bed at night", filters=Filters(kind=["incident"]), k=10)
-    searcher.similar("INC000123", k=10)
+    with Searcher(settings) as searcher:     # opens the store and index, model loaded once
+        searcher.search("fell from bed at night", filters=Filters(kind=["incident"]), k=10)
+        searcher.similar("INC000123", k=10)
 
 or, for one call, `themes.search.search(text, settings=..., kind=[...], k=10)`.
 Every result carries only de-identified text. The JSON shape is in docs/cli.md.
@@ -509,6 +509,7 @@ class Searcher:
         from themes.steps import open_store
 
         self.settings = settings
+        self._owns_store = store is None
         self.store = store or open_store(settings)
         self._embedder = embedder
         index, reason = load_index(settings, read_only=True)
@@ -517,6 +518,20 @@ class Searcher:
         self.index = index
         self._df: np.ndarray | None = None
         self._query_embedder: QueryEmbedder | None = None
+
+    def close(self) -> None:
+        """Stop the query worker thread, and close the store if this searcher opened it."""
+        if self._query_embedder is not None:
+            self._query_embedder.close()
+            self._query_embedder = None
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def embedder(self) -> Any:
@@ -756,8 +771,10 @@ def search(
     """One search with the configured store and index (opens them; see `Searcher`)."""
     from themes.settings import load_settings
 
-    searcher = Searcher(settings or load_settings())
-    return searcher.search(text, filters=make_filters(**filters), k=k, offset=offset, method=method)
+    with Searcher(settings or load_settings()) as searcher:
+        return searcher.search(
+            text, filters=make_filters(**filters), k=k, offset=offset, method=method
+        )
 
 
 def search_summary(store: Store, settings: Settings) -> dict[str, Any]:
