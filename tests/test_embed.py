@@ -141,3 +141,24 @@ def test_query_tokeniser_matches_the_models(embedder: SentenceTransformerEmbedde
         ref = embedder.model.tokenizer(text, truncation=False, return_tensors="np")
         assert ids.tolist() == ref["input_ids"].tolist(), text
         assert mask.tolist() == ref["attention_mask"].tolist(), text
+
+
+@pytest.mark.slow
+def test_a_tokenizer_json_that_disagrees_keeps_queries_on_the_models_tokeniser(
+    embedder: SentenceTransformerEmbedder, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    import themes.embed as embed_module
+    from themes.embed import OnnxQueryEncoder
+
+    real = embed_module._fast_tokenizer(embedder)
+    assert real is not None
+
+    def shifted(text: str) -> tuple[np.ndarray, np.ndarray]:
+        ids, mask = real(text)
+        return ids + 1, mask
+
+    monkeypatch.setattr(embed_module, "_fast_tokenizer", lambda _e: shifted)
+    encoder = OnnxQueryEncoder.build(embedder, tmp_path)
+    assert not list(tmp_path.glob("*.check.json"))  # no torch-free start-up recorded
+    text = "Syringe driver alarm ignored overnight; the infusion stopped for four hours."
+    assert float(encoder.encode_one(text) @ embedder.encode([text])[0]) > 0.9999

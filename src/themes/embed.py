@@ -269,7 +269,15 @@ class OnnxQueryEncoder:
             raise ConfigError(f"the model's pipeline {names} is not transformer + pooling")
         if not _mean_pooling(model[1].get_config_dict()):
             raise ConfigError(f"the model pools by {model[1].get_config_dict()}, not the mean")
-        tokenizer = _fast_tokenizer(embedder) or _hf_tokenizer(model.tokenizer)
+        model_tokenizer = _hf_tokenizer(model.tokenizer)
+        tokenizer = _fast_tokenizer(embedder)
+        # the torch-free start-up needs tokenizer.json to tokenise as the model does
+        torch_free = tokenizer is not None and all(
+            np.array_equal(a, b)
+            for a, b in zip(tokenizer(cls.PROBE), model_tokenizer(cls.PROBE), strict=True)
+        )
+        if not torch_free:
+            tokenizer = model_tokenizer
         reference = embedder.encode_one(cls.PROBE)
         for attempt in (1, 2):
             if not path.is_file():
@@ -287,7 +295,12 @@ class OnnxQueryEncoder:
             encoder = cls(embedder, loaded, tokenizer, int(model.max_seq_length))
             cosine = float(encoder.encode_one(cls.PROBE) @ reference)
             if cosine >= cls.MIN_COSINE:
-                _write_json(record, {"max_length": encoder.max_length, "probe": reference.tolist()})
+                if torch_free:
+                    _write_json(
+                        record, {"max_length": encoder.max_length, "probe": reference.tolist()}
+                    )
+                else:
+                    log.info("the model's tokenizer.json is missing or differs; queries need torch")
                 return encoder
             path.unlink(missing_ok=True)
             if attempt == 2:
