@@ -216,7 +216,7 @@ class OnnxQueryEncoder:
     `cache_dir`, checks the copy against torch on a probe text and records torch's probe
     vector beside it. Later builds check the copy against that record instead, so a
     searcher that only embeds short queries never loads torch or the PyTorch model
-    (about 0.3 GB of memory and a few seconds of start-up).
+    (its memory is in benchmarks/bench_search_speed.py, which records `torch_loaded`).
     """
 
     PROBE = "Patient fell on the ward overnight; no injury, falls assessment reviewed."
