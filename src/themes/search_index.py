@@ -81,9 +81,6 @@ class Filters:
         return out
 
 
-RECORD_COLUMNS = ["record_id", "clean_hash", "key", "day", "theme_id", *META_COLUMNS]
-
-
 def tokenizer_stopwords() -> list[str]:
     """English stop words plus the de-identification placeholders ("[PERSON]" -> person)."""
     from bm25s.stopwords import STOPWORDS_EN
@@ -379,13 +376,13 @@ class SearchIndex:
         if kept == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if exact or self.ann_ is None or (kept is not None and kept <= self.prefilter_max_records):
-            return self._exact(q, n, None if mask is None else np.flatnonzero(mask))
+            return self._exact(q, n, mask)
         return self._ann(q, n, mask, kept)
 
     def _exact(
-        self, q: np.ndarray, n: int, allowed: np.ndarray | None
+        self, q: np.ndarray, n: int, mask: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over all records (or the allowed ones), in slices of 65,536.
+        """Brute force over all records (or those in the mask), in slices of 65,536.
 
         usearch's exact search scores the float16 rows with SIMD kernels instead of
         converting them to float32 for numpy (exact-mode queries at 1,000,000 records went
@@ -394,6 +391,7 @@ class SearchIndex:
         from usearch.index import MetricKind
         from usearch.index import search as exact_search
 
+        allowed = None if mask is None else np.flatnonzero(mask)
         pool = np.arange(len(self.ids_)) if allowed is None else allowed
         best_pos: list[np.ndarray] = []
         best_score: list[np.ndarray] = []
@@ -434,7 +432,7 @@ class SearchIndex:
             if len(pos) >= n or count >= total:
                 return pos[:n].astype(np.int64), sims[:n]
             if count >= 8 * self.prefilter_max_records:
-                return self._exact(q, n, None if mask is None else np.flatnonzero(mask))
+                return self._exact(q, n, mask)
             count = min(total, count * 4)
 
     def neighbours(self, positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -543,6 +541,7 @@ class SearchIndex:
         saves a new index by renaming a new folder into place, so a mapped one stays valid.
         """
         import bm25s
+        import pyarrow.parquet as pq
         from usearch.index import Index
 
         path = Path(path)
@@ -556,8 +555,11 @@ class SearchIndex:
             index = cls(**{**saved, **params})
             # a searcher never compares text hashes (only `update` does): it reads them
             # when first asked for, sparing about 0.1 GB per million records
-            columns = [c for c in RECORD_COLUMNS if not (read_only and c == "clean_hash")]
-            table = pd.read_parquet(path / "records.parquet", columns=columns)
+            records = path / "records.parquet"
+            columns = pq.read_schema(records).names
+            if read_only:
+                columns.remove("clean_hash")
+            table = pd.read_parquet(records, columns=columns)
             tokens = _load_tokens(path, mmap=read_only)
             vectors = np.load(path / "vectors.npy", mmap_mode="r")
             vocab = json.loads((path / "vocab.json").read_text())
@@ -572,7 +574,7 @@ class SearchIndex:
             index.next_key_ = int(manifest["next_key"])
             index.ids_ = table["record_id"].to_numpy(dtype=object)
             if read_only:
-                index._records_path = path / "records.parquet"
+                index._records_path = records
             else:
                 index.hashes_ = table["clean_hash"].to_numpy(dtype=object)
             index.keys_ = table["key"].to_numpy(dtype=np.int64)
