@@ -235,7 +235,7 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
         "rss_after_gb": rss_gb,
         "rss_after_by_file_gb": by_file,
         "load_average_1m": round(os.getloadavg()[0], 1),
-        "query_threads": settings.search.query_threads,
+        "query_threads": query_embedder.encoder_threads,
         "query_encoder": query_embedder.backend,
         "torch_loaded": torch_loaded,
         "ann_expansion_search": settings.search.ann_expansion_search,

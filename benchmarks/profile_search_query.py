@@ -114,7 +114,7 @@ def main() -> None:
     embedder.encode(["warm up the model"])
     qe = make_query_embedder(embedder, s)
     qe("warm up the query path")
-    torch_qe = QueryEmbedder(embedder, threads=s.search.query_threads)
+    torch_qe = QueryEmbedder(embedder, threads=s.search.query_threads or 1)
     torch_qe("warm up the query path")
     queries = json.loads((WORK / "queries.json").read_text())[: args.queries]
     names = (
@@ -194,7 +194,7 @@ def main() -> None:
             f"lowest cosine to the product's vectors {ts['min_cosine_to_product']}.",
         ]
     flags = " --torchscript" if args.torchscript else ""
-    if s.search.query_threads != 1:
+    if s.search.query_threads != 0:
         flags = f"{flags} (with THEMES_SEARCH__QUERY_THREADS={s.search.query_threads})"
     lines += ["", f"Command: `python benchmarks/profile_search_query.py{flags}`"]
     write_result("search_query_profile", res, "\n".join(lines))

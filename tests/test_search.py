@@ -115,6 +115,28 @@ def test_filters_never_return_a_record_outside_them(ann_min_records: int) -> Non
     assert checked > 500
 
 
+def test_a_filter_mask_keeps_exactly_the_matching_records() -> None:
+    """Few wanted values are compared one by one, many through a lookup table: both keep
+    exactly the records the filter names (any case, unknown values and blanks ignored)."""
+    ids, texts, vecs, meta = _corpus(600, seed=3)
+    wards = [f"Ward {i}" for i in range(12)]
+    meta["location"] = np.random.default_rng(3).choice([*wards, None], len(ids))
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    by_id = meta.set_index("record_id")
+    cases = [
+        Filters(location=["ward 3"]),
+        Filters(location=["WARD 3", "Ward 7", "no such ward"]),
+        Filters(location=[*wards[:10], "no such ward"]),  # more than 8: the lookup table
+        Filters(location=wards, kind=["claim", "Incident"], severity=["Low"]),
+        Filters(location=["no such ward"]),
+    ]
+    for f in cases:
+        expected = np.array([_satisfies(by_id.loc[i], f) for i in ids])
+        assert np.array_equal(index.mask(f), expected), f
+    assert 0 < index.mask(cases[2]).sum() < len(ids)
+    assert not index.mask(cases[4]).any()
+
+
 def test_word_overlap_weighs_rare_shared_facts_above_common_words() -> None:
     from themes.duplicates import candidates, word_overlap
 

@@ -252,6 +252,10 @@ class OnnxQueryEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
+        # idle pool threads sleep: spinning ones took the core BM25 runs on beside the
+        # query, and two spinning threads were slower than one (whole-query p95 83.6 ms,
+        # one thread 52.3; benchmarks/profile_search_query.py)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
         def session(path: Path) -> object:

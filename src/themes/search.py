@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -266,6 +267,13 @@ class QueryEmbedder:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="themes-query")
 
     @property
+    def encoder_threads(self) -> int:
+        """Threads one query's forward pass uses."""
+        if self.encoder is None:
+            return self.threads
+        return int(self.encoder.session.get_session_options().intra_op_num_threads)
+
+    @property
     def backend(self) -> str:
         """ "onnx" when queries go through ONNX Runtime, else "torch"."""
         return "torch" if self.encoder is None else "onnx"
@@ -299,6 +307,14 @@ class QueryEmbedder:
         self._pool.shutdown(wait=False)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def make_query_embedder(embedder: Any, settings: Settings) -> QueryEmbedder:
     """The query path `search.query_encoder` asks for, on its worker thread.
 
@@ -314,13 +330,15 @@ def make_query_embedder(embedder: Any, settings: Settings) -> QueryEmbedder:
         if isinstance(embedder, SentenceTransformerEmbedder):
             try:
                 encoder = OnnxQueryEncoder.build(
-                    embedder, settings.paths.data_dir / "query_encoder", threads=threads
+                    embedder,
+                    settings.paths.data_dir / "query_encoder",
+                    threads=threads or min(4, available_cores()),
                 )
             except ConfigError as e:
                 log.warning("search.query_encoder is onnx but %s; queries use torch", e)
         else:
             log.info("queries use %s (not a sentence-transformers model)", type(embedder).__name__)
-    return QueryEmbedder(embedder, threads=threads, encoder=encoder)
+    return QueryEmbedder(embedder, threads=threads or 1, encoder=encoder)
 
 
 def text_query(

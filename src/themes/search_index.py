@@ -321,11 +321,20 @@ class SearchIndex:
             if wanted is None:
                 continue
             categories = self.meta_[col].cat.categories
-            lookup = np.zeros(len(categories) + 1, dtype=bool)  # the last slot is code -1
-            for v in {str(w).strip().lower() for w in wanted}:
-                if v in categories:
-                    lookup[categories.get_loc(v)] = True
-            keep &= lookup[self.codes_[col]]
+            values = {str(w).strip().lower() for w in wanted}
+            codes = sorted(categories.get_loc(v) for v in values if v in categories)
+            column = self.codes_[col]
+            if len(codes) <= 8:
+                # comparisons: indexing a table by 1,000,000 small-integer codes took
+                # 6.5 ms, a comparison 0.1
+                hit = np.zeros(len(column), dtype=bool)
+                for c in codes:
+                    hit |= column == c
+            else:
+                lookup = np.zeros(len(categories) + 1, dtype=bool)  # the last slot is code -1
+                lookup[codes] = True
+                hit = np.take(lookup, column)
+            keep &= hit
         if filters.theme is not None:
             keep &= np.isin(self.themes_, np.asarray(list(filters.theme), dtype=np.int32))
         if filters.since is not None:

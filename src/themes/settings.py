@@ -197,9 +197,11 @@ class SearchSettings(_Section):
     """A filter keeping at most this many records is searched exactly over just those;
     a wider one is searched on the ANN graph with over-fetch."""
     snippet_chars: int = 240
-    query_threads: int = 1
-    """Threads for embedding one query: one short text gains nothing from more, and on a
-    busy 2-core machine more threads wait on each other."""
+    query_threads: int = Field(default=0, ge=0)
+    """Threads for embedding one query; 0 (the default) picks them: the ONNX encoder gets
+    up to 4 cores (its idle threads sleep rather than spin, so BM25 keeps its core), and
+    the torch fallback one, where a second thread was slower
+    (benchmarks/profile_search_query.py)."""
     query_encoder: Literal["onnx", "torch"] = "onnx"
     """How a search query is embedded. "onnx": an ONNX Runtime copy of the embedding model,
     exported once into `<data_dir>/query_encoder/` and checked against torch (the same
