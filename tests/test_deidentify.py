@@ -103,6 +103,25 @@ def test_entities_are_offsets_into_the_input(deid: Deidentifier) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hospital number 06191867 was checked.", "Hospital number [MRN] was checked."),
+        ("The MRN is K0482211 on the band.", "The MRN is [MRN] on the band."),
+        (
+            "Date of birth was 12/03/1954, confirmed.",
+            "Date of birth was [DATE_OF_BIRTH], confirmed.",
+        ),
+    ],
+)
+def test_a_context_word_stays_whole_beside_its_placeholder(
+    deid: Deidentifier, text: str, expected: str
+) -> None:
+    # the value starts after the context: "Hospital number" once became "Hospital num[MRN]"
+    assert _one(deid, text).text == expected
+
+
+@pytest.mark.slow
 def test_nhs_number_with_wrong_check_digit_is_not_an_nhs_number(deid: Deidentifier) -> None:
     # 943 476 5919 is valid; changing the check digit breaks modulus 11
     result = _one(deid, "NHS number 943 476 5918 recorded.")
