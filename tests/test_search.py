@@ -115,6 +115,31 @@ def test_filters_never_return_a_record_outside_them(ann_min_records: int) -> Non
     assert checked > 500
 
 
+def test_exact_dense_search_under_a_filter_is_the_brute_force_top_n() -> None:
+    """Small filters are gathered up front (`dense_search`), large ones scored in blocks:
+    both give numpy's top n of the cosines inside the mask, in order."""
+    ids, texts, vecs, meta = _corpus(3000, seed=5)
+    index = SearchIndex(ann_min_records=10**9).fit(ids, ids, texts, vecs, meta, model_id="test")
+    rng = np.random.default_rng(5)
+    stored = np.asarray(index.vectors_, dtype=np.float32)
+    for f in (
+        Filters(location=["ED"]),
+        Filters(kind=["claim"], since=date(2024, 6, 1)),
+        Filters(site=["Community"], severity=["Low"], theme=[2]),
+        None,
+    ):
+        mask = index.mask(f)
+        keep = np.ones(len(ids), dtype=bool) if mask is None else mask
+        for q in rng.integers(0, len(ids), 5):
+            sims = np.where(keep, stored @ vecs[q], -np.inf)
+            expected = np.argsort(-sims, kind="stable")[:10]
+            search = index.dense_search(n=10, mask=mask)
+            pos, score = search(vecs[q])
+            assert np.all(keep[pos]), f
+            np.testing.assert_allclose(score, sims[expected], atol=2e-3)
+            assert len(set(pos) & set(expected)) >= 9, f  # ties in float16 may swap one
+
+
 def test_a_filter_mask_keeps_exactly_the_matching_records() -> None:
     """Few wanted values are compared one by one, many through a lookup table: both keep
     exactly the records the filter names (any case, unknown values and blanks ignored)."""

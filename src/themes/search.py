@@ -101,7 +101,8 @@ def retrieve(
     `vector` may be a callable (e.g. a pending embedding's `Future.result`): it is called
     only after the filter mask is ready, so the query can be embedded meanwhile. With a
     `worker` (the query embedder that is computing it), the dense search also runs on
-    the worker's thread, right after the embedding, while BM25 runs on this one.
+    the worker's thread, right after the embedding, while BM25 runs on this one (the
+    rows of a filter small enough to be searched exactly are gathered on this one first).
     """
     if method not in METHODS:
         raise ThemesError(f"Unknown search method '{method}'; use one of {', '.join(METHODS)}.")
@@ -112,7 +113,8 @@ def retrieve(
     dense_job = None
     if method != "bm25" and callable(vector) and worker is not None:
         pending = vector
-        dense_job = worker.run(lambda: index.dense(pending(), n=pool, mask=mask))
+        search = index.dense_search(n=pool, mask=mask)  # gathers a small filter's rows now
+        dense_job = worker.run(lambda: search(pending()))
     lexical = index.bm25(tokens, n=pool, mask=mask) if method != "dense" else empty
     if dense_job is not None:
         semantic = dense_job.result()

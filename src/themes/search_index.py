@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -44,6 +44,8 @@ META_COLUMNS: tuple[str, ...] = (
 """Text fields a search can be filtered on (besides date and theme)."""
 EPOCH = np.datetime64("1970-01-01", "D")
 OVERFETCH = 1.2
+EXACT_BLOCK = 65_536
+"""An exact search scores the records' vectors this many rows at a time."""
 """A filtered ANN search first asks for this many times (wanted / share of records kept)."""
 
 
@@ -377,21 +379,55 @@ class SearchIndex:
         exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-n positions and cosine similarities to `vector`, inside the mask."""
+        return self.dense_search(n=n, mask=mask, exact=exact)(vector)
+
+    def dense_search(
+        self, *, n: int, mask: np.ndarray | None = None, exact: bool = False
+    ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """`dense` for one filter, prepared before the query's vector is known.
+
+        A filter kept few enough records to be searched exactly has those records'
+        vectors gathered here, so a caller can prepare the search while the query is
+        embedded and the search itself is only the scoring (gathering 21,000 rows from
+        the mapped vectors took 7 ms at 1,000,000 records, scoring them 4).
+        """
         self._check_fitted()
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
         if not len(self.ids_):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            return lambda vector: none
         kept = None if mask is None else int(np.count_nonzero(mask))
         if kept == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            return lambda vector: none
         if exact or self.ann_ is None or (kept is not None and kept <= self.prefilter_max_records):
-            return self._exact(q, n, mask)
-        return self._ann(q, n, mask, kept)
+            if mask is not None and kept is not None and kept <= EXACT_BLOCK:
+                allowed = np.flatnonzero(mask)
+                block = np.ascontiguousarray(self.vectors_[allowed])
+                return lambda vector: self._exact_blocks(_query(vector), n, [(allowed, block)])
+            return lambda vector: self._exact(_query(vector), n, mask)
+        return lambda vector: self._ann(_query(vector), n, mask, kept)
 
     def _exact(
         self, q: np.ndarray, n: int, mask: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over all records (or those in the mask), in slices of 65,536.
+        """Brute force over all records (or those in the mask), in slices of EXACT_BLOCK."""
+        allowed = None if mask is None else np.flatnonzero(mask)
+        total = len(self.ids_) if allowed is None else len(allowed)
+
+        def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for start in range(0, total, EXACT_BLOCK):
+                if allowed is None:
+                    stop = min(total, start + EXACT_BLOCK)
+                    yield np.arange(start, stop), self.vectors_[start:stop]
+                else:
+                    part = allowed[start : start + EXACT_BLOCK]
+                    yield part, self.vectors_[part]
+
+        return self._exact_blocks(q, n, blocks())
+
+    def _exact_blocks(
+        self, q: np.ndarray, n: int, blocks: Iterable[tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top n over (positions, their vectors) blocks.
 
         usearch's exact search scores the float16 rows with SIMD kernels instead of
         converting them to float32 for numpy (exact-mode queries at 1,000,000 records went
@@ -400,15 +436,9 @@ class SearchIndex:
         from usearch.index import MetricKind
         from usearch.index import search as exact_search
 
-        allowed = None if mask is None else np.flatnonzero(mask)
-        pool = np.arange(len(self.ids_)) if allowed is None else allowed
         best_pos: list[np.ndarray] = []
         best_score: list[np.ndarray] = []
-        for start in range(0, len(pool), 65_536):
-            part = pool[start : start + 65_536]
-            block = (
-                self.vectors_[start : start + len(part)] if allowed is None else self.vectors_[part]
-            )
+        for part, block in blocks:
             found = exact_search(
                 np.ascontiguousarray(block),
                 q,
@@ -714,6 +744,10 @@ def _load_tokens(path: Path, *, mmap: bool) -> dict[str, np.ndarray]:
             f"search index token arrays have types {out['indptr'].dtype}, {out['ids'].dtype}"
         )
     return out
+
+
+def _query(vector: np.ndarray) -> np.ndarray:
+    return np.asarray(vector, dtype=np.float32).reshape(-1)
 
 
 def _day(d: date) -> int:
