@@ -44,9 +44,9 @@ META_COLUMNS: tuple[str, ...] = (
 """Text fields a search can be filtered on (besides date and theme)."""
 EPOCH = np.datetime64("1970-01-01", "D")
 OVERFETCH = 1.2
+"""A filtered ANN search first asks for this many times (wanted / share of records kept)."""
 EXACT_BLOCK = 65_536
 """An exact search scores the records' vectors this many rows at a time."""
-"""A filtered ANN search first asks for this many times (wanted / share of records kept)."""
 
 
 class IndexCorruptError(ThemesError):
@@ -386,8 +386,8 @@ class SearchIndex:
     ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """`dense` for one filter, prepared before the query's vector is known.
 
-        A filter kept few enough records to be searched exactly has those records'
-        vectors gathered here, so a caller can prepare the search while the query is
+        When a filter keeps few enough records to be searched exactly, their vectors are
+        gathered here, so a caller can prepare the search while the query is
         embedded and the search itself is only the scoring (gathering 21,000 rows from
         the mapped vectors took 7 ms at 1,000,000 records, scoring them 4).
         """
