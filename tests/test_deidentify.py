@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,6 +221,33 @@ def test_worker_processes_give_the_same_results(deid: Deidentifier) -> None:
     texts = [f"Dr Singh saw bed {i}. Call 07700 900{i:03d}." for i in range(12)]
     parallel = Deidentifier(_settings(n_process=2, batch_size=4)).deidentify(texts)
     assert parallel == deid.deidentify(texts)
+
+
+@pytest.mark.slow
+def test_worker_processes_end_quietly_under_a_sigterm_handler(tmp_path: Path) -> None:
+    # Prefect's flow engine installs a SIGTERM handler that raises; forked workers
+    # inherit it, so a pool stopped with SIGTERM printed a traceback into every run's log
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import signal, sys\n"
+        "from pathlib import Path\n"
+        "from themes.deidentify import Deidentifier\n"
+        "from themes.settings import DeidentifySettings\n"
+        "def handler(signum, frame):\n"
+        "    raise RuntimeError('SIGTERM reached a worker')\n"
+        "signal.signal(signal.SIGTERM, handler)\n"
+        "s = DeidentifySettings(allow_list_file=Path(sys.argv[1]), n_process=2, batch_size=2)\n"
+        "texts = [f'Dr Singh saw bed {i}.' for i in range(8)]\n"
+        "out = Deidentifier(s).deidentify(texts)\n"
+        "print(out[0].text)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script), str(ROOT / "config/deid_allow_list.txt")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "Dr [PERSON] saw bed 0."
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.slow

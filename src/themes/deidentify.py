@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -319,8 +320,17 @@ class Deidentifier:
         if n_process > 1 and "fork" in multiprocessing.get_all_start_methods():
             _WORKER_STATE["deidentifier"] = self
             try:
-                with multiprocessing.get_context("fork").Pool(n_process) as pool:
+                pool = multiprocessing.get_context("fork").Pool(
+                    n_process, initializer=_quiet_worker
+                )
+                try:
                     done = [r for chunk in pool.imap(_deidentify_chunk, chunks) for r in chunk]
+                    pool.close()  # let the workers finish and exit on their own
+                except BaseException:
+                    pool.terminate()
+                    raise
+                finally:
+                    pool.join()
             finally:
                 _WORKER_STATE.clear()
         else:
@@ -414,6 +424,16 @@ class Deidentifier:
             for t in {label for *_, label in spans}
         }
         return self._anonymizer.anonymize(text, results, operators).text
+
+
+def _quiet_worker() -> None:
+    """Worker-process start: take back the default SIGTERM action.
+
+    A forked worker inherits its parent's signal handlers; under Prefect that is a
+    handler that raises, so a worker stopped by `Pool.terminate` printed a traceback into
+    the run's log. With the default action it just ends.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _deidentify_chunk(texts: list[str]) -> list[DeidResult]:
