@@ -106,10 +106,13 @@ def test_no_planted_identifier_reaches_any_output(demo_run) -> None:  # noqa: AN
         "logs": demo_run["logs"],
         "run summary": json.dumps(demo_run["summary"]),
     }
-    # whole-word matches: a planted surname "Tran" must not be found inside "Transfer"
-    patterns = {v: re.compile(rf"(?<!\w){re.escape(v)}(?!\w)") for v in planted}
+    # whole-word matches: a planted surname "Tran" must not be found inside "Transfer";
+    # the plain substring test first keeps the regex to the few values that occur at all
     for where, text in outputs.items():
-        leaked = sorted(v for v, rx in patterns.items() if rx.search(text))
+        leaked = sorted(
+            v for v in planted
+            if v in text and re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text)
+        )  # fmt: skip
         assert not leaked, f"{len(leaked)} planted identifiers in {where}, e.g. {leaked[:3]}"
 
 
