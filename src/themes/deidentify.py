@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import regex
 
 from themes.errors import ConfigError
@@ -515,16 +516,20 @@ def _offline_spacy_engine(model: str) -> object:
             from presidio_analyzer.nlp_engine import NlpArtifacts
             from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, IS_STOP, LOWER
 
-            rows = doc.to_array([LOWER, IDX, IS_STOP, IS_PUNCT, IS_SPACE]).tolist()
+            rows = doc.to_array([IDX, IS_STOP, IS_PUNCT, IS_SPACE]).tolist()
+            # word hashes are 64-bit: each distinct one is looked up once (turning every
+            # one into a Python int took as long as the rest of this method)
+            hashes, which = np.unique(doc.to_array(LOWER), return_inverse=True)
             strings = doc.vocab.strings
-            lemmas = [strings[row[0]] for row in rows]
+            words = [strings[h] for h in hashes.tolist()]
+            lemmas = [words[k] for k in which.tolist()]
             entities, scores = self._get_updated_entities(
                 self._get_entities(doc), self._get_scores_for_entities(doc)
             )
             artifacts = NlpArtifacts(
                 entities=entities,
                 tokens=doc,
-                tokens_indices=[row[1] for row in rows],
+                tokens_indices=[row[0] for row in rows],
                 lemmas=[],  # set below: Presidio would derive keywords from them again
                 nlp_engine=self,
                 language=language,
@@ -532,7 +537,7 @@ def _offline_spacy_engine(model: str) -> object:
             )
             artifacts.lemmas = lemmas
             artifacts.keywords = [
-                w for w, row in zip(lemmas, rows, strict=True) if not (row[2] or row[3] or row[4])
+                w for w, row in zip(lemmas, rows, strict=True) if not (row[1] or row[2] or row[3])
             ]
             return artifacts
 
