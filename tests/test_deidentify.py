@@ -224,6 +224,27 @@ def test_worker_processes_give_the_same_results(deid: Deidentifier) -> None:
 
 
 @pytest.mark.slow
+def test_stream_is_in_order_and_closing_it_early_stops_its_workers(deid: Deidentifier) -> None:
+    import multiprocessing
+
+    texts = [f"Dr Singh saw bed {i}.   Call 07700 900{i:03d}." if i % 4 else "" for i in range(14)]
+
+    def squash(t: str) -> str:
+        return " ".join(t.split())
+
+    parallel = Deidentifier(_settings(n_process=2, batch_size=3))
+    streamed = list(parallel.stream(texts, prepare=squash))
+    assert streamed == deid.deidentify([squash(t) for t in texts])
+    assert streamed[1].text == "Dr [PERSON] saw bed 1. Call [PHONE_NUMBER]."
+    assert streamed[0].text == "" and streamed[0].entities == []
+    stream = parallel.stream(texts)
+    next(stream)
+    assert len(multiprocessing.active_children()) == 2
+    stream.close()
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
 def test_worker_processes_end_quietly_under_a_sigterm_handler(tmp_path: Path) -> None:
     # Prefect's flow engine installs a SIGTERM handler that raises; forked workers
     # inherit it, so a pool stopped with SIGTERM printed a traceback into every run's log

@@ -19,10 +19,10 @@ import logging
 import multiprocessing
 import signal
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import regex
@@ -235,7 +235,7 @@ _TRUSTED_RECOGNIZERS = frozenset(
 
 
 # The Deidentifier a forked worker inherits from its parent (set only while a pool runs).
-_WORKER_STATE: dict[str, Deidentifier] = {}
+_WORKER_STATE: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -308,47 +308,75 @@ class Deidentifier:
         Returns:
             One result per input, in input order.
         """
-        results: list[DeidResult] = [DeidResult(text=t, entities=[]) for t in texts]
-        todo = [i for i, t in enumerate(texts) if t and t.strip()]
-        if not todo or not self.settings.entities:
-            return results
-        self._engine()
-        batch_size = max(1, self.settings.batch_size)
-        chunks = [
-            [texts[i] for i in todo[k : k + batch_size]] for k in range(0, len(todo), batch_size)
-        ]
-        n_process = min(self.settings.n_process, len(chunks))
-        if n_process > 1 and "fork" in multiprocessing.get_all_start_methods():
-            _WORKER_STATE["deidentifier"] = self
-            try:
-                pool = multiprocessing.get_context("fork").Pool(
-                    n_process, initializer=_quiet_worker
-                )
-                try:
-                    done = [r for chunk in pool.imap(_deidentify_chunk, chunks) for r in chunk]
-                    pool.close()  # let the workers finish and exit on their own
-                except BaseException:
-                    pool.terminate()
-                    raise
-                finally:
-                    pool.join()
-            finally:
-                _WORKER_STATE.clear()
-        else:
-            done = [r for chunk in chunks for r in self._deidentify_serial(chunk)]
-        counts: Counter[str] = Counter()
-        for i, result in zip(todo, done, strict=True):
-            results[i] = result
-            counts.update(label for *_, label in result.entities)
+        results = list(self.stream(texts))
+        counts: Counter[str] = Counter(label for r in results for *_, label in r.entities)
         logger.info(
             "De-identified %d texts (%d non-empty); identifiers replaced: %s",
             len(texts),
-            len(todo),
+            sum(1 for t in texts if t and t.strip()),
             dict(sorted(counts.items())) or "none",
         )
         return results
 
+    def stream(
+        self, texts: Sequence[str], *, prepare: Callable[[str], str] | None = None
+    ) -> Iterator[DeidResult]:
+        """De-identify texts, yielding one result per text, in input order, as they are done.
+
+        One pool of worker processes serves the whole input (`settings.n_process`, where
+        the platform forks), so a caller that stores results while they arrive keeps the
+        workers busy meanwhile; a pool per batch sat idle while the caller wrote each one.
+
+        Args:
+            texts: Input texts; empty strings are allowed.
+            prepare: Applied to each text first, in the worker (e.g. text normalisation);
+                a result's text is the prepared text, de-identified.
+        """
+        batch_size = max(1, self.settings.batch_size)
+        if not self.settings.entities or not any(t and t.strip() for t in texts):
+            for t in texts:
+                p = prepare(t) if prepare is not None else t
+                yield DeidResult(text=p, entities=[])
+            return
+        self._engine()
+        chunks = [list(texts[k : k + batch_size]) for k in range(0, len(texts), batch_size)]
+        n_process = min(self.settings.n_process, len(chunks))
+        if n_process <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            for chunk in chunks:
+                yield from self._deidentify_any(chunk, prepare)
+            return
+        _WORKER_STATE["deidentifier"] = self
+        _WORKER_STATE["prepare"] = prepare
+        try:
+            pool = multiprocessing.get_context("fork").Pool(n_process, initializer=_quiet_worker)
+            try:
+                for done in pool.imap(_deidentify_chunk, chunks):
+                    yield from done
+                pool.close()  # let the workers finish and exit on their own
+            except BaseException:  # includes the caller closing the generator early
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
+        finally:
+            _WORKER_STATE.clear()
+
     # -- internals ---------------------------------------------------------------------
+
+    def _deidentify_any(
+        self, texts: list[str], prepare: Callable[[str], str] | None
+    ) -> list[DeidResult]:
+        """`_deidentify_serial` for texts that may be empty, after `prepare`."""
+        if prepare is not None:
+            texts = [prepare(t) for t in texts]
+        out = [DeidResult(text=t, entities=[]) for t in texts]
+        todo = [i for i, t in enumerate(texts) if t and t.strip()]
+        if todo:
+            for i, result in zip(
+                todo, self._deidentify_serial([texts[i] for i in todo]), strict=True
+            ):
+                out[i] = result
+        return out
 
     def _deidentify_serial(self, texts: list[str]) -> list[DeidResult]:
         """De-identify non-empty texts in this process."""
@@ -439,7 +467,7 @@ def _quiet_worker() -> None:
 
 def _deidentify_chunk(texts: list[str]) -> list[DeidResult]:
     """Worker-process entry point: de-identify one chunk with the inherited engine."""
-    return _WORKER_STATE["deidentifier"]._deidentify_serial(texts)
+    return _WORKER_STATE["deidentifier"]._deidentify_any(texts, _WORKER_STATE["prepare"])
 
 
 def _build_analyzer(settings: DeidentifySettings) -> AnalyzerEngine:

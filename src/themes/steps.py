@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,32 @@ def clean_batch(
     cleaner: Any, deidentifier: Any, texts: Sequence[str]
 ) -> list[tuple[str, dict[str, int]]]:
     """Normalise -> de-identify -> expand abbreviations; returns (clean text, counts by type)."""
-    results = deidentifier.deidentify([cleaner.normalise(t) for t in texts])
-    out = []
-    for res in results:
-        counts: dict[str, int] = {}
-        for _, _, etype in res.entities:
-            counts[etype] = counts.get(etype, 0) + 1
-        out.append((cleaner.expand(res.text), counts))
-    return out
+    return list(clean_stream(cleaner, deidentifier, texts))
+
+
+def clean_stream(
+    cleaner: Any, deidentifier: Any, texts: Sequence[str]
+) -> Iterator[tuple[str, dict[str, int]]]:
+    """`clean_batch` one text at a time, in order, as the de-identifier's workers finish.
+
+    Normalisation runs in the de-identifier's workers when it can stream
+    (`Deidentifier.stream`); abbreviations are expanded here.
+    """
+    stream = getattr(deidentifier, "stream", None)
+    if stream is not None:
+        results = stream(texts, prepare=cleaner.normalise)
+    else:
+        results = iter(deidentifier.deidentify([cleaner.normalise(t) for t in texts]))
+    try:
+        for res in results:
+            counts: dict[str, int] = {}
+            for _, _, etype in res.entities:
+                counts[etype] = counts.get(etype, 0) + 1
+            yield cleaner.expand(res.text), counts
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # stops the de-identifier's workers if the caller stops early
 
 
 def clean_texts_for_evaluation(
@@ -162,9 +181,10 @@ def clean_texts_for_evaluation(
 
     cleaner, deid = TextCleaner(settings.clean), Deidentifier(settings.deidentify)
     out: list[str] = []
-    for start in range(0, len(texts), CLEAN_BATCH):
-        out += [t for t, _ in clean_batch(cleaner, deid, texts[start : start + CLEAN_BATCH])]
-        progress("clean", len(out), len(texts))
+    for text, _ in clean_stream(cleaner, deid, texts):
+        out.append(text)
+        if len(out) % CLEAN_BATCH == 0 or len(out) == len(texts):
+            progress("clean", len(out), len(texts))
     return out
 
 
@@ -184,27 +204,33 @@ def clean_pending(
     todo = pending_clean(store)
     entity_totals: dict[str, int] = {}
     progress("clean", 0, len(todo))
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        cleaned = clean_batch(cleaner, deidentifier, [narrative for _, narrative, _ in batch])
-        now = utcnow()
-        rows = []
-        for (rid, _, raw_hash), (text, counts) in zip(batch, cleaned, strict=True):
-            for etype, n in counts.items():
-                entity_totals[etype] = entity_totals.get(etype, 0) + n
-            rows.append(
-                {
-                    "record_id": rid,
-                    "raw_hash": raw_hash,
-                    "clean_text": text,
-                    "clean_hash": text_hash(text),
-                    "entity_counts": json.dumps(counts, sort_keys=True),
-                    "cleaned_at": now,
-                }
-            )
-        with store.begin() as conn:
-            store.upsert(conn, clean_texts, rows, keys=["record_id"])
-        progress("clean", min(start + batch_size, len(todo)), len(todo))
+    # one stream for the whole run: its workers go on with the next texts while each
+    # batch is written
+    stream = clean_stream(cleaner, deidentifier, [narrative for _, narrative, _ in todo])
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            cleaned = list(islice(stream, len(batch)))
+            now = utcnow()
+            rows = []
+            for (rid, _, raw_hash), (text, counts) in zip(batch, cleaned, strict=True):
+                for etype, n in counts.items():
+                    entity_totals[etype] = entity_totals.get(etype, 0) + n
+                rows.append(
+                    {
+                        "record_id": rid,
+                        "raw_hash": raw_hash,
+                        "clean_text": text,
+                        "clean_hash": text_hash(text),
+                        "entity_counts": json.dumps(counts, sort_keys=True),
+                        "cleaned_at": now,
+                    }
+                )
+            with store.begin() as conn:
+                store.upsert(conn, clean_texts, rows, keys=["record_id"])
+            progress("clean", min(start + batch_size, len(todo)), len(todo))
+    finally:
+        stream.close()
     log.info("cleaned %d records; identifiers replaced: %s", len(todo), entity_totals)
     return {"cleaned": len(todo), "identifiers_replaced": entity_totals}
 
