@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ["themes_quality", "stability", "emerging", "deid", "performance"]
+ORDER = ["themes_quality", "stability", "emerging", "deid", "performance", "performance_clean"]
 INTRO = """# Benchmarks
 
 Every figure here was measured by the script named under its table, on the project's
