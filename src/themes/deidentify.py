@@ -234,7 +234,8 @@ _TRUSTED_RECOGNIZERS = frozenset(
 )
 
 
-# The Deidentifier a forked worker inherits from its parent (set only while a pool runs).
+# What a forked worker inherits from its parent, set only while a pool runs: the
+# Deidentifier ("deidentifier") and the function applied to each text first ("prepare").
 _WORKER_STATE: dict[str, Any] = {}
 
 

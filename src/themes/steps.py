@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -34,6 +34,10 @@ from themes.store import (
     themes_table,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from themes.clean import TextCleaner
+    from themes.deidentify import Deidentifier
 
 log = logging.getLogger(__name__)
 
@@ -140,26 +144,16 @@ def pending_clean(store: Store) -> list[tuple[str, str, str]]:
         return [tuple(r) for r in conn.execute(q)]
 
 
-def clean_batch(
-    cleaner: Any, deidentifier: Any, texts: Sequence[str]
-) -> list[tuple[str, dict[str, int]]]:
-    """Normalise -> de-identify -> expand abbreviations; returns (clean text, counts by type)."""
-    return list(clean_stream(cleaner, deidentifier, texts))
-
-
 def clean_stream(
-    cleaner: Any, deidentifier: Any, texts: Sequence[str]
+    cleaner: TextCleaner, deidentifier: Deidentifier, texts: Sequence[str]
 ) -> Iterator[tuple[str, dict[str, int]]]:
-    """`clean_batch` one text at a time, in order, as the de-identifier's workers finish.
+    """Normalise -> de-identify -> expand abbreviations, yielding (clean text, counts by
+    type) in input order as the de-identifier's workers finish.
 
-    Normalisation runs in the de-identifier's workers when it can stream
-    (`Deidentifier.stream`); abbreviations are expanded here.
+    Normalisation runs in the workers (`Deidentifier.stream`); abbreviations are expanded
+    here. Closing this generator early stops the workers.
     """
-    stream = getattr(deidentifier, "stream", None)
-    if stream is not None:
-        results = stream(texts, prepare=cleaner.normalise)
-    else:
-        results = iter(deidentifier.deidentify([cleaner.normalise(t) for t in texts]))
+    results = deidentifier.stream(texts, prepare=cleaner.normalise)
     try:
         for res in results:
             counts: dict[str, int] = {}
@@ -167,9 +161,7 @@ def clean_stream(
                 counts[etype] = counts.get(etype, 0) + 1
             yield cleaner.expand(res.text), counts
     finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()  # stops the de-identifier's workers if the caller stops early
+        results.close()
 
 
 def clean_texts_for_evaluation(
