@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from openpyxl import load_workbook
 
+from leaks import whole_word_leaks
 from themes.demo import EMERGING_THEME
 from themes.emerging import emerging_themes
 from themes.governance import report_data, write_report
@@ -108,7 +109,7 @@ def test_html_renders_in_chromium_with_charts_and_emerging_section(report, demo_
         i["value"] for row in _labels(demo_run) for i in json.loads(row["identifiers"] or "[]")
     }
     assert len(planted) > 100
-    leaked = [v for v in planted if re.search(rf"(?<!\w){re.escape(v)}(?!\w)", visible)]
+    leaked = whole_word_leaks(planted, visible)
     assert not leaked, f"{len(leaked)} planted identifiers in the report, e.g. {leaked[:3]}"
     pdf = report["out"] / "report.pdf"
     run = _chromium_run(report["out"], f"--print-to-pdf={pdf}", "--no-pdf-header-footer",

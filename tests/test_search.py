@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import re
 from datetime import date, timedelta
 
 import numpy as np
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from leaks import whole_word_leaks
 from themes.records import text_hash
 from themes.search import fuse, retrieve, snippet, update_index
 from themes.search_index import META_COLUMNS, Filters, SearchIndex
@@ -517,9 +517,7 @@ def test_search_outputs_never_contain_a_planted_identifier(demo_run, searcher) -
     outputs += [searcher.similar(a, k=20) for a, _ in pairs[:3]]
     outputs.append(duplicate_groups(searcher.store, limit=None))
     text = json.dumps(outputs, ensure_ascii=False)
-    leaked = [
-        v for v in identifiers if v in text and re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text)
-    ]
+    leaked = whole_word_leaks(identifiers, text)
     assert len(identifiers) > 100
     assert not leaked, leaked[:3]
     with searcher.store.connect() as conn:
