@@ -327,6 +327,21 @@ def test_snippet_highlights_the_query_terms() -> None:
     assert "insulin" in marked and "night" in marked
 
 
+def test_a_query_of_unknown_words_matches_nothing_lexically() -> None:
+    """bm25s gives a text with no known word its empty token; a query made only of words
+    the collection never used must not match the records that hold only placeholders."""
+    texts = ["[PERSON] [PERSON]", "Insulin dose missed at night.", "Patient fell from bed."]
+    ids = [f"R{i}" for i in range(len(texts))]
+    meta = _corpus(len(texts))[3].assign(record_id=ids)
+    index = SearchIndex().fit(
+        ids, ids, texts, np.eye(len(texts), 8, dtype=np.float32), meta, model_id="m"
+    )
+    assert index.query_tokens("zebra quokka") == []
+    assert len(index.bm25(index.query_tokens("zebra quokka"), n=5)[0]) == 0
+    hits = index.bm25(index.query_tokens("zebra insulin"), n=5)[0]
+    assert index.ids_[hits].tolist() == ["R1"]
+
+
 def _fill_store(store, n: int, *, start: int = 0, dim: int = 16, seed: int = 0) -> list[str]:  # noqa: ANN001
     """Records with clean texts and cached embeddings, as the flow leaves them."""
     rng = np.random.default_rng(seed)

@@ -352,7 +352,8 @@ class SearchIndex:
         lists = self.tokenizer_.tokenize(
             [text], update_vocab=False, return_as="string", show_progress=False
         )
-        return list(dict.fromkeys(vocab[t] for t in lists[0] if t in vocab))
+        # bm25s gives a text with no known word the empty token "": not a term to match
+        return list(dict.fromkeys(vocab[t] for t in lists[0] if t and t in vocab))
 
     def tokens_of(self, pos: int) -> list[int]:
         """The indexed token ids of one record (for "more like this")."""
