@@ -299,6 +299,100 @@ def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
             "precision@10": out}  # fmt: skip
 
 
+BM25_K1 = (1.2, 1.5, 2.0, 2.5, 3.0)
+BM25_B = (0.75, 0.9, 1.0)
+BM25_BEFORE = (1.5, 0.75)
+"""The setting before this grid chose one (bm25s's own defaults are k1 1.5, b 0.75)."""
+BM25_MAX_LOSS = 0.01
+"""How much precision@10 on FFT or demo data a setting may lose against BM25_BEFORE."""
+
+
+def load_demo_themes(settings, n: int, seed: int = 3) -> tuple[list[str], list[str]]:  # noqa: ANN001
+    """De-identified demo narratives and their planted themes (cached)."""
+    from bench_themes import demo_dataset
+    from themes.steps import clean_texts_for_evaluation
+
+    key = hashlib.sha256((ROOT / "src" / "themes" / "demo.py").read_bytes()).hexdigest()[:12]
+    key += f"-{seed}-{n}-" + settings.section_hash("clean", "deidentify")
+    path = CACHE / f"demo_themes_{key}.parquet"
+    if path.is_file():
+        cached = pd.read_parquet(path)
+        return cached["text"].tolist(), cached["label"].tolist()
+    texts, labels = demo_dataset(n, seed=seed)
+    clean = clean_texts_for_evaluation(settings, texts)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"text": clean, "label": labels}).to_parquet(path, index=False)
+    return clean, labels
+
+
+def bench_bm25_params(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
+    """BM25 alone over a (k1, b) grid: PFD MRR on the dev and test halves, and
+    precision@10 of same label on FFT comments and of same planted theme on demo data.
+
+    The choice: the best PFD dev MRR among settings that lose at most BM25_MAX_LOSS
+    precision@10 on FFT and on demo data against BM25_BEFORE, so that the setting is not
+    tuned to one data set.
+    """
+    ids, queries, texts, qvec, index, _ = pfd_task(settings)
+    dvec = np.asarray(index.vectors_, dtype=np.float32)
+    halves = {"dev": range(0, len(ids), 2), "test": range(1, len(ids), 2)}
+    labelled = {}
+    if FFT.is_file():
+        labelled["fft"] = load_fft(settings)
+    labelled["demo"] = load_demo_themes(settings, demo_records)
+
+    def precision(ix: SearchIndex, docs: list[str], labels: list[str], sample: list[int]) -> float:
+        out = []
+        for q in sample:
+            pos = [p for p in ix.bm25(ix.query_tokens(docs[q]), n=11)[0] if p != q][:10]
+            out.append(np.mean([labels[p] == labels[q] for p in pos]) if pos else 0.0)
+        return round(float(np.mean(out)), 4)
+
+    prepared = {}
+    for name, (docs, labels) in labelled.items():
+        keep = [i for i, t in enumerate(docs) if t.strip()]
+        docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
+        names = [f"{name}{i}" for i in range(len(docs))]
+        sample = random.Random(0).sample(range(len(docs)), min(n_queries, len(docs)))
+        prepared[name] = (names, docs, labels, sample)
+    rows = []
+    for k1 in BM25_K1:
+        for b in BM25_B:
+            row: dict[str, Any] = {"k1": k1, "b": b}
+            pfd = SearchIndex(bm25_k1=k1, bm25_b=b).fit(
+                ids, ids, texts, dvec, dummy_meta(ids), model_id="m"
+            )
+            for half, idx in halves.items():
+                ranked = [pfd.bm25(pfd.query_tokens(queries[i]), n=POOL)[0] for i in idx]
+                row[f"pfd_{half}_mrr"] = rank_metrics(ranked, list(idx))["mrr"]
+            for name, (names, docs, labels, sample) in prepared.items():
+                ix = SearchIndex(bm25_k1=k1, bm25_b=b).fit(
+                    names, names, docs, np.zeros((len(docs), 8), np.float32),
+                    dummy_meta(names), model_id="m",
+                )  # fmt: skip
+                row[f"{name}_p10"] = precision(ix, docs, labels, sample)
+            rows.append(row)
+            print(f"BM25 k1={k1} b={b}: {row}", flush=True)
+    before = next(r for r in rows if (r["k1"], r["b"]) == BM25_BEFORE)
+    allowed = [
+        r
+        for r in rows
+        if all(r[f"{n}_p10"] >= before[f"{n}_p10"] - BM25_MAX_LOSS for n in prepared)
+    ]
+    chosen = max(allowed, key=lambda r: r["pfd_dev_mrr"])
+    s = settings.search
+    return {
+        "rows": rows,
+        "before": {"k1": BM25_BEFORE[0], "b": BM25_BEFORE[1]},
+        "chosen": {"k1": chosen["k1"], "b": chosen["b"]},
+        "configured": {"k1": s.bm25_k1, "b": s.bm25_b},
+        "max_loss": BM25_MAX_LOSS,
+        "checked_on": sorted(prepared),
+        "queries": n_queries,
+        "demo_records": demo_records,
+    }
+
+
 def demo_store(seed: int, n: int, root: Path, settings):  # noqa: ANN001, ANN201
     """Demo exports through the product's steps: ingest, clean/de-identify, embed, index.
 
@@ -570,6 +664,34 @@ def markdown(res: dict[str, Any]) -> str:
             ),  # fmt: skip
             "",
         ]
+    if "bm25_params" in res:
+        g = res["bm25_params"]
+        cols = [c for c in ("fft", "demo") if c in g["checked_on"]]
+        names = {"fft": "FFT p@10", "demo": "demo p@10"}
+        lines += [
+            "_BM25 parameters_ (BM25 alone, the product's index). Chosen: the best PFD dev "
+            f"MRR among settings that lose at most {g['max_loss']} precision@10 on "
+            f"{' and '.join(names[c].split()[0] for c in cols)} against the earlier setting "
+            f"k1 {g['before']['k1']}, b {g['before']['b']} ({g['queries']} sampled queries "
+            f"each, self excluded; demo: {g['demo_records']} records, same planted theme). "
+            f"Chosen k1 {g['chosen']['k1']}, b {g['chosen']['b']}; configured k1 "
+            f"{g['configured']['k1']}, b {g['configured']['b']}.",
+            "",
+            md_table(
+                ["k1", "b", "PFD dev MRR", "PFD test MRR", *[names[c] for c in cols]],
+                [
+                    [
+                        r["k1"],
+                        r["b"],
+                        r["pfd_dev_mrr"],
+                        r["pfd_test_mrr"],
+                        *[r[f"{c}_p10"] for c in cols],
+                    ]
+                    for r in g["rows"]
+                ],
+            ),  # fmt: skip
+            "",
+        ]
     if "fft" in res:
         f = res["fft"]
         lines += [
@@ -641,6 +763,9 @@ def main() -> None:
     ap.add_argument("--skip-pfd", action="store_true")
     ap.add_argument("--skip-fft", action="store_true")
     ap.add_argument("--skip-dups", action="store_true")
+    ap.add_argument("--skip-bm25-params", action="store_true")
+    ap.add_argument("--bm25-queries", type=int, default=500)
+    ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
     ap.add_argument("--dup-records", type=int, default=2000)
     ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=[101, 104])
@@ -664,6 +789,11 @@ def main() -> None:
             }
         else:
             print(f"SKIP PFD: {PFD_CSV} is absent")
+    if not args.skip_bm25_params and "pfd" in res:
+        res["bm25_params"] = {
+            **bench_bm25_params(settings, args.bm25_queries, args.bm25_demo_records),
+            "measured_at": stamp(),
+        }
     if not args.skip_fft:
         if FFT.is_file():
             res["fft"] = {**bench_fft(settings, args.fft_queries), "measured_at": stamp()}

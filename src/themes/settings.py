@@ -181,8 +181,11 @@ class SearchSettings(_Section):
     """Weight of the dense side in the fusion; 1 - this goes to BM25 (tuned on data)."""
     candidates: int = 100
     """How many results each retriever contributes to the fusion."""
-    bm25_k1: float = 1.5
-    bm25_b: float = 0.75
+    bm25_k1: float = 2.5
+    """BM25 term-frequency saturation. With `bm25_b` chosen on PFD reports among settings
+    that keep FFT and demo precision@10 within 0.01 (benchmarks/bench_search.py)."""
+    bm25_b: float = 1.0
+    """BM25 length normalisation (1: full; long narratives do not win by length alone)."""
     ann_min_records: int = 50_000
     """Collections at least this large use an approximate (ANN) index; smaller: exact."""
     ann_connectivity: int = 16
