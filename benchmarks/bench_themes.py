@@ -54,7 +54,7 @@ def run_dataset(
         )
         model = steps.build_theme_model(seeded)
         scores = compare(clean, labels, vectors, model, seed=seed)
-        scores.append(score(CEILING, labels, majority_merge(model.labels_, labels), 0.0))
+        scores.append(score(ORACLE, labels, majority_merge(model.labels_, labels), 0.0))
         for row in as_rows(scores):
             runs.append({**row, "seed": seed})
     methods = []
@@ -83,13 +83,14 @@ def run_dataset(
     }
 
 
-CEILING = "ceiling: project themes merged by majority label (uses the labels)"
+ORACLE = "oracle: project themes merged by majority label (uses the labels)"
 
 
 def majority_merge(topics: np.ndarray, labels: list[str]) -> np.ndarray:
     """Each theme relabelled as its most common human label, so themes that share a label
-    merge: the best score any merging of the project's themes could reach. An oracle (it
-    reads the labels), reported to show how far merging alone could go, not a method."""
+    merge. An oracle (it reads the labels), reported to show how far merging the themes
+    could go, not a method; majority merging is not the best merge for ARI, so it is not a
+    strict bound."""
     codes, uniques = pd.factorize(pd.Series(labels))
     frame = pd.DataFrame({"topic": np.asarray(topics), "label": codes})
     majority = frame.groupby("topic")["label"].agg(lambda x: x.value_counts().index[0])
@@ -168,9 +169,9 @@ def main() -> None:
             f"Means over UMAP seeds {args.seeds} (each method gets the same seed per run).",
             "Both methods use the same de-identified texts and all-MiniLM-L6-v2 embeddings;",
             "BERTopic defaults = `BERTopic(umap_model=UMAP(<its defaults>, random_state=seed))`.",
-            "The ceiling row is an oracle, not a method: each of the project's themes relabelled",
-            "by its most common human label, so themes that share a label merge. No merging of",
-            "the project's themes can score above it.",
+            "The oracle row is not a method: each of the project's themes relabelled by its",
+            "most common human label, so themes that share a label merge. It shows how far",
+            "merging the themes as the labels would can go (not a strict bound on ARI).",
             *notes,
             "",
             "Command: `python benchmarks/bench_themes.py --seeds "
