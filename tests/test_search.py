@@ -342,6 +342,22 @@ def test_a_query_of_unknown_words_matches_nothing_lexically() -> None:
     assert index.ids_[hits].tolist() == ["R1"]
 
 
+def test_records_of_only_placeholders_share_no_words() -> None:
+    """Two records that are only placeholders have no word in common, so the word overlap
+    cannot make them one event and "more like this" has no terms to search with."""
+    from themes.duplicates import word_overlap
+
+    texts = ["[PERSON] [PERSON].", "[PERSON] and [PERSON]", "Insulin dose missed at night."]
+    ids = [f"R{i}" for i in range(len(texts))]
+    meta = _corpus(len(texts))[3].assign(record_id=ids)
+    index = SearchIndex().fit(
+        ids, ids, texts, np.eye(len(texts), 8, dtype=np.float32), meta, model_id="m"
+    )
+    assert index.tokens_of(0) == index.tokens_of(1) == []
+    assert word_overlap(index, 0, np.array([1, 2])).tolist() == [0.0, 0.0]
+    assert len(index.tokens_of(2)) == 4
+
+
 def _fill_store(store, n: int, *, start: int = 0, dim: int = 16, seed: int = 0) -> list[str]:  # noqa: ANN001
     """Records with clean texts and cached embeddings, as the flow leaves them."""
     rng = np.random.default_rng(seed)

@@ -356,9 +356,14 @@ class SearchIndex:
         return list(dict.fromkeys(vocab[t] for t in lists[0] if t and t in vocab))
 
     def tokens_of(self, pos: int) -> list[int]:
-        """The indexed token ids of one record (for "more like this")."""
+        """The indexed token ids of one record (for "more like this" and word overlap),
+        without bm25s's empty token, which stands for "no word" in a record of only
+        placeholders and stop words."""
         self._check_fitted()
-        return list(dict.fromkeys(self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]]))
+        ids = dict.fromkeys(self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]])
+        empty = self.tokenizer_.get_vocab_dict().get("")
+        ids.pop(empty, None)
+        return list(ids)
 
     def bm25(
         self, tokens: Sequence[int], *, n: int, mask: np.ndarray | None = None
