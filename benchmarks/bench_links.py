@@ -139,8 +139,10 @@ def evaluate(label: str, df, encoder: CachedEncoder, *, seed: int, quick: bool) 
     best_bm25: tuple[float, float, float] | None = None
     linker = None
     comp = None
-    k1_grid = (1.2,) if quick else (0.9, 1.2, 1.5, 2.0)
-    b_grid = (0.75,) if quick else (0.5, 0.75, 0.9)
+    # the grid reaches b = 1 (full length normalisation) and k1 = 3: the earlier grid's
+    # best point (1.2, 0.9) sat on its b edge
+    k1_grid = (1.2,) if quick else (0.9, 1.2, 1.5, 2.0, 2.5, 3.0)
+    b_grid = (0.75,) if quick else (0.5, 0.75, 0.9, 1.0)
     lexical_by_param = {}
     for k1 in k1_grid:
         for b in b_grid:

@@ -241,19 +241,20 @@ class LinkSettings(_Section):
     """Every CSV/JSON/YAML recommendation set here is loaded and linked each night."""
     w_lexical: float = 1.0
     """Weight of the standardised BM25 score in the fused score."""
-    w_dense: float = 0.5
+    w_dense: float = 0.75
     """Weight of the standardised dense (passage max-sim) score; tuned on PFD data."""
     w_document: float = 0.0
     """Weight of the best fused score among items of the same source document (0: tuning
     on PFD data found no gain)."""
-    calibration_slope: float = 0.0446
+    calibration_slope: float = 0.0431
     """Platt calibration of `linker.surprise(score)` (fitted on PFD data by
     benchmarks/bench_links.py; see benchmarks/results/links_pfd.md)."""
-    calibration_intercept: float = -3.3579
+    calibration_intercept: float = -3.5021
     strong_link_probability: float = 0.5
     """Calibrated probability at or above which a link is called strong."""
-    bm25_k1: float = 1.2
-    bm25_b: float = 0.9
+    bm25_k1: float = 0.9
+    bm25_b: float = 1.0
+    """BM25 k1 / b of the linker, tuned on PFD data with the fusion weights."""
     passage_words: int = 60
     """Words per passage for dense max-sim and evidence phrases."""
     case_top_k: int = 5
