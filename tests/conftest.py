@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Prefect stops its temporary API server at interpreter exit and logs that at INFO
+    through a console handler bound to pytest's captured output, closed by then, which
+    printed a "Logging error" traceback after the summary. Nothing is left to report."""
+    import logging
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+
+
 @pytest.fixture(autouse=True)
 def _project_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative config paths (config/...) resolve against the project root."""
