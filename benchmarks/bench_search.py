@@ -25,6 +25,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -254,21 +255,40 @@ def bench_pfd_alternatives(settings) -> dict[str, Any]:  # noqa: ANN001
             "best_mix_test_mrr": max(r["test_mrr"] for r in rows[4:])}  # fmt: skip
 
 
-def load_fft(settings) -> tuple[list[str], list[str]]:  # noqa: ANN001
-    from themes.evaluate import load_labelled
+def clean_labelled(
+    settings,  # noqa: ANN001
+    name: str,
+    source_key: str,
+    load: Callable[[], tuple[list[str], list[str]]],
+) -> tuple[list[str], list[str]]:
+    """De-identified texts and their labels from `load()` (raw texts, labels), cached in
+    var/bench_cache by `source_key` and the cleaning settings."""
     from themes.steps import clean_texts_for_evaluation
 
-    texts, labels, _ = load_labelled(FFT, text_column="FFT answer", one_hot_start="Not assigned")
-    key = hashlib.sha256(FFT.read_bytes()).hexdigest()[:12]
-    key += "-" + settings.section_hash("clean", "deidentify")
-    path = CACHE / f"fft_deid_{key}.parquet"
+    key = source_key + "-" + settings.section_hash("clean", "deidentify")
+    path = CACHE / f"{name}_{key}.parquet"
     if path.is_file():
         cached = pd.read_parquet(path)
         return cached["text"].tolist(), cached["label"].tolist()
+    texts, labels = load()
     clean = clean_texts_for_evaluation(settings, texts)
     CACHE.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"text": clean, "label": labels}).to_parquet(path, index=False)
     return clean, labels
+
+
+def load_fft(settings) -> tuple[list[str], list[str]]:  # noqa: ANN001
+    from themes.evaluate import load_labelled
+
+    def load() -> tuple[list[str], list[str]]:
+        texts, labels, _ = load_labelled(
+            FFT, text_column="FFT answer", one_hot_start="Not assigned"
+        )
+        return texts, labels
+
+    return clean_labelled(
+        settings, "fft_deid", hashlib.sha256(FFT.read_bytes()).hexdigest()[:12], load
+    )
 
 
 def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
@@ -310,19 +330,11 @@ BM25_MAX_LOSS = 0.01
 def load_demo_themes(settings, n: int, seed: int = 3) -> tuple[list[str], list[str]]:  # noqa: ANN001
     """De-identified demo narratives and their planted themes (cached)."""
     from bench_themes import demo_dataset
-    from themes.steps import clean_texts_for_evaluation
 
     key = hashlib.sha256((ROOT / "src" / "themes" / "demo.py").read_bytes()).hexdigest()[:12]
-    key += f"-{seed}-{n}-" + settings.section_hash("clean", "deidentify")
-    path = CACHE / f"demo_themes_{key}.parquet"
-    if path.is_file():
-        cached = pd.read_parquet(path)
-        return cached["text"].tolist(), cached["label"].tolist()
-    texts, labels = demo_dataset(n, seed=seed)
-    clean = clean_texts_for_evaluation(settings, texts)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"text": clean, "label": labels}).to_parquet(path, index=False)
-    return clean, labels
+    return clean_labelled(
+        settings, "demo_themes", f"{key}-{seed}-{n}", lambda: demo_dataset(n, seed=seed)
+    )
 
 
 def bench_bm25_params(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001

@@ -91,7 +91,7 @@ def majority_merge(topics: np.ndarray, labels: list[str]) -> np.ndarray:
     merge. An oracle (it reads the labels), reported to show how far merging the themes
     could go, not a method; majority merging is not the best merge for ARI, so it is not a
     strict bound."""
-    codes, uniques = pd.factorize(pd.Series(labels))
+    codes, _ = pd.factorize(pd.Series(labels))
     frame = pd.DataFrame({"topic": np.asarray(topics), "label": codes})
     majority = frame.groupby("topic")["label"].agg(lambda x: x.value_counts().index[0])
     return frame["topic"].map(majority).to_numpy()
