@@ -352,18 +352,21 @@ class SearchIndex:
         lists = self.tokenizer_.tokenize(
             [text], update_vocab=False, return_as="string", show_progress=False
         )
-        # bm25s gives a text with no known word the empty token "": not a term to match
-        return list(dict.fromkeys(vocab[t] for t in lists[0] if t and t in vocab))
+        return self._terms(vocab[t] for t in lists[0] if t in vocab)
 
     def tokens_of(self, pos: int) -> list[int]:
         """The indexed token ids of one record (for "more like this" and word overlap),
         without bm25s's empty token, which stands for "no word" in a record of only
         placeholders and stop words."""
         self._check_fitted()
-        ids = dict.fromkeys(self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]])
-        empty = self.tokenizer_.get_vocab_dict().get("")
-        ids.pop(empty, None)
-        return list(ids)
+        return self._terms(self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]])
+
+    def _terms(self, ids: Iterable[int]) -> list[int]:
+        """Distinct token ids in first-seen order, without bm25s's empty token: it stands
+        for "no word" (a text of only placeholders and stop words), not a term to match."""
+        terms = dict.fromkeys(ids)
+        terms.pop(self.tokenizer_.get_vocab_dict().get(""), None)
+        return list(terms)
 
     def bm25(
         self, tokens: Sequence[int], *, n: int, mask: np.ndarray | None = None
