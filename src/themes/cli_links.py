@@ -150,9 +150,11 @@ def register(app: typer.Typer) -> None:
         def run() -> dict[str, Any]:
             settings = _settings()
             store = steps.open_store(settings)
-            data = case_links(store, record_id)
+            strong_at = settings.links.strong_link_probability
+            data = case_links(store, record_id, strong_at=strong_at)
             if data["links"]:
-                data = case_links(store, record_id, linker=build_linker(store, settings))
+                linker = build_linker(store, settings)
+                data = case_links(store, record_id, linker=linker, strong_at=strong_at)
             return data
 
         data = _guard(run)

@@ -14,8 +14,12 @@ Scores for each (query, recommendation) pair, all over de-identified text:
   actions), so an item is helped by siblings that match the query too.
 
 The weights are tuned on data (`tune`, used by `benchmarks/bench_links.py`), and the
-"strong link" cut-off is a calibrated probability (`calibrate`: Platt scaling of the
-final score against known right answers), not a fixed constant.
+"strong link" cut-off is a calibrated probability, not a fixed constant: `calibrate` fits
+a logistic model of "this candidate is a right answer" on the final score and the log of
+the corpus size, over labelled queries scored against sub-corpora of many sizes
+(`calibration_samples`). The size matters because scores are z-scores over the corpus: a
+right match among 30 items cannot reach the z-score it reaches among 3,000, and a chance
+match among 3,000 reaches higher than among 30.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from typing import Any, Protocol
 
@@ -121,30 +125,25 @@ def zscore(scores: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Weights:
-    """Fusion weights and the Platt calibration of the final score."""
+    """Fusion weights and the calibration of the final score (see `probability`)."""
 
     lexical: float = 1.0
     dense: float = 1.0
     document: float = 0.5
-    calibration_slope: float = 1.0
-    calibration_intercept: float = -6.0
+    calibration_slope: float = 0.71
+    calibration_size: float = -1.1139
+    calibration_intercept: float = -0.0133
 
     def probability(self, score: np.ndarray | float, *, n_items: int) -> np.ndarray:
         """Calibrated probability that a link with this final score is right, in a corpus
-        of `n_items` recommendations (see `surprise`)."""
-        x = self.calibration_slope * surprise(score, n_items=n_items)
-        return 1.0 / (1.0 + np.exp(-np.clip(x + self.calibration_intercept, -60, 60)))
-
-
-def surprise(score: np.ndarray | float, *, n_items: int) -> np.ndarray:
-    """How unlikely a standardised score this high is by chance in a corpus of `n_items`:
-    -ln(n_items * P(Z >= score)) under a standard normal. Calibrating on this rather than
-    on the raw score lets one calibration serve corpora of different sizes (the highest
-    z-score among many items is higher by chance than among few)."""
-    from scipy.special import log_ndtr
-
-    z = np.asarray(score, dtype=np.float64)
-    return -(np.log(max(n_items, 1)) + log_ndtr(-z))
+        of `n_items` recommendations: sigmoid(slope * score + size * ln(n_items) +
+        intercept)."""
+        x = (
+            self.calibration_slope * np.asarray(score, dtype=np.float64)
+            + self.calibration_size * np.log(max(n_items, 2))
+            + self.calibration_intercept
+        )
+        return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
 @dataclass
@@ -242,13 +241,7 @@ class Linker:
 
     def fuse(self, comp: Components, weights: Weights | None = None) -> np.ndarray:
         """Final scores (n_queries, n_items) from component scores and fusion weights."""
-        w = weights or self.weights
-        item = w.lexical * comp.lexical + w.dense * comp.dense
-        if w.document and self.n_groups_ < len(self.ids_):
-            best = np.full((item.shape[0], self.n_groups_), -np.inf)
-            np.maximum.at(best.T, self.group_, item.T)
-            item = item + w.document * best[:, self.group_]
-        return item
+        return fuse_scores(comp, self.group_, weights or self.weights)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Final scores of each text against every recommendation (n_texts, n_items)."""
@@ -270,6 +263,22 @@ class Linker:
             }
             for j, p in zip(order, probs, strict=True)
         ]
+
+
+def fuse_scores(comp: Components, group: np.ndarray, weights: Weights) -> np.ndarray:
+    """Final scores from standardised component scores: the weighted sum of the components,
+    plus `weights.document` times the best such sum among the items of the same source
+    document (`group[j]` numbers item j's document)."""
+    item = weights.lexical * comp.lexical + weights.dense * comp.dense
+    group = np.asarray(group)
+    if weights.document and group.size:
+        _, group = np.unique(group, return_inverse=True)
+        n_groups = int(group.max()) + 1
+        if n_groups < group.size:
+            best = np.full((item.shape[0], n_groups), -np.inf)
+            np.maximum.at(best.T, group, item.T)
+            item = item + weights.document * best[:, group]
+    return item
 
 
 def _rec_text(rec: Recommendation) -> str:
@@ -348,13 +357,7 @@ def tune(
     for lexical, dense, document in product(grid["lexical"], grid["dense"], grid["document"]):
         if lexical == 0 and dense == 0:
             continue
-        w = Weights(
-            lexical=lexical,
-            dense=dense,
-            document=document,
-            calibration_slope=linker.weights.calibration_slope,
-            calibration_intercept=linker.weights.calibration_intercept,
-        )
+        w = replace(linker.weights, lexical=lexical, dense=dense, document=document)
         mrr = retrieval_metrics(linker.fuse(comp, w), relevant)["mrr"]
         trials.append({"lexical": lexical, "dense": dense, "document": document, "mrr": mrr})
         if best is None or mrr > best[0]:
@@ -363,27 +366,149 @@ def tune(
     return best[1], trials
 
 
-def calibrate(
-    scores: np.ndarray, relevant: Sequence[set[int]], *, top_k: int = 10
-) -> tuple[float, float]:
-    """Platt scaling: (slope, intercept) so that sigmoid(slope * surprise(score) +
-    intercept) estimates the chance that a candidate in a query's top k is a right answer."""
-    xs: list[float] = []
-    ys: list[int] = []
+CALIBRATION_SIZES: tuple[int, ...] = (3, 8, 20, 45, 150, 500)
+"""Sub-corpus sizes, in source documents, that `calibration_samples` scores queries against
+(the whole corpus is always added): a trust's own set may have a handful of documents, a
+national corpus thousands."""
+
+
+@dataclass
+class CalibrationSamples:
+    """Candidates of labelled queries scored against sub-corpora (`calibration_samples`).
+
+    One row per candidate (a query's top k in one sub-corpus): its final score, the
+    sub-corpus's item count, its rank (0 = top), whether it is right, and whether the
+    sub-corpus held a right answer at all.
+    """
+
+    score: np.ndarray
+    n_items: np.ndarray
+    rank: np.ndarray
+    right: np.ndarray
+    answerable: np.ndarray
+    documents: np.ndarray
+
+    def features(self) -> np.ndarray:
+        """The calibration's inputs: final score and ln(corpus size)."""
+        return np.column_stack([self.score, np.log(np.maximum(self.n_items, 2))])
+
+
+def calibration_samples(
+    comp: Components,
+    relevant: Sequence[set[int]],
+    group: np.ndarray,
+    weights: Weights,
+    *,
+    sizes: Sequence[int] = CALIBRATION_SIZES,
+    answerable_share: float = 0.5,
+    repeats: int = 2,
+    top_k: int = 5,
+    seed: int = 0,
+) -> CalibrationSamples:
+    """Score each labelled query against random sub-corpora of `sizes` source documents
+    and keep its top-k candidates.
+
+    A sub-corpus is, with probability `answerable_share`, the documents of the query's
+    right answers plus others drawn at random, and otherwise only others (so that no link
+    is right, as for a theme that no recommendation covers). The component scores are
+    standardised again over the sub-corpus's items (exact for the dense score; for BM25
+    it leaves the corpus statistics of the whole corpus, a small approximation). Each
+    query is also scored once against the whole corpus, or (with the same chance of no
+    answer) against all of it but its right answers' documents.
+    """
+    rng = np.random.default_rng(seed)
+    group = np.asarray(group)
+    docs, group = np.unique(group, return_inverse=True)
+    items_of = [np.flatnonzero(group == d) for d in range(len(docs))]
+    rows: list[tuple[float, int, int, int, int, int]] = []
+
+    def keep(
+        score_row: np.ndarray, cols: np.ndarray, rel: set[int], n_docs: int, ans: bool
+    ) -> None:
+        top = np.argsort(-score_row)[:top_k]
+        for rank, j in enumerate(top):
+            right = int(cols[j]) in rel
+            rows.append((float(score_row[j]), cols.size, rank, int(right), int(ans), n_docs))
+
     for i, rel in enumerate(relevant):
         if not rel:
             continue
-        for j in np.argsort(-scores[i])[:top_k]:
-            xs.append(float(scores[i, j]))
-            ys.append(int(j in rel))
-    if len(set(ys)) < 2:
+        own = np.unique(group[list(rel)])
+        others = np.setdiff1d(np.arange(len(docs)), own)
+        for size in [*(x for x in sizes if x < len(docs)), len(docs)]:
+            whole = size == len(docs)
+            for _ in range(1 if whole else repeats):
+                ans = bool(rng.random() < answerable_share)
+                n_other = others.size if whole else (size - len(own) if ans else size)
+                if not 1 <= n_other <= others.size:
+                    continue
+                pick = rng.choice(others, size=n_other, replace=False)
+                chosen = np.concatenate([own, pick]) if ans else pick
+                cols = np.sort(np.concatenate([items_of[d] for d in chosen]))
+                if cols.size < 3:
+                    continue
+                sub = Components(
+                    lexical=zscore(comp.lexical[i : i + 1, cols]),
+                    dense=zscore(comp.dense[i : i + 1, cols]),
+                )
+                keep(fuse_scores(sub, group[cols], weights)[0], cols, rel, size, ans)
+    a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+    return CalibrationSamples(
+        score=a[:, 0],
+        n_items=a[:, 1].astype(np.int64),
+        rank=a[:, 2].astype(np.int64),
+        right=a[:, 3].astype(bool),
+        answerable=a[:, 4].astype(bool),
+        documents=a[:, 5].astype(np.int64),
+    )
+
+
+def calibrate(samples: CalibrationSamples) -> tuple[float, float, float]:
+    """Logistic calibration: (slope, size, intercept) so that sigmoid(slope * score + size *
+    ln(n_items) + intercept) estimates the chance that a candidate is a right answer."""
+    if samples.right.all() or not samples.right.any():
         raise ThemesError("Calibration needs both right and wrong candidates.")
     from sklearn.linear_model import LogisticRegression
 
-    x = surprise(np.asarray(xs), n_items=scores.shape[1])
-    model = LogisticRegression(C=1.0).fit(x[:, None], np.asarray(ys))
-    slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
-    return float(slope), float(intercept)
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(samples.features(), samples.right)
+    slope, size = (float(c) for c in model.coef_[0])
+    return slope, size, float(model.intercept_[0])
+
+
+def reliability_by_size(
+    samples: CalibrationSamples, weights: Weights, *, threshold: float
+) -> list[dict[str, float]]:
+    """For the top link of each sampled (held-out) query, by sub-corpus size in documents:
+    mean calibrated probability against the share right, the share called strong, the
+    precision of strong links, and how often a query with no right answer in the
+    sub-corpus still got a strong link."""
+    top = samples.rank == 0
+    out = []
+    for docs in np.unique(samples.documents[top]):
+        m = top & (samples.documents == docs)
+        p = np.array(
+            [
+                float(weights.probability(s, n_items=int(n)))
+                for s, n in zip(samples.score[m], samples.n_items[m], strict=True)
+            ]
+        )
+        right, ans = samples.right[m], samples.answerable[m]
+        strong = p >= threshold
+        out.append(
+            {
+                "documents": int(docs),
+                "median_items": int(np.median(samples.n_items[m])),
+                "queries": int(m.sum()),
+                "mean_probability": round(float(p.mean()), 4),
+                "share_right": round(float(right.mean()), 4),
+                "share_strong": round(float(strong.mean()), 4),
+                "precision_strong": round(float(right[strong].mean()), 4) if strong.any() else 0.0,
+                "strong_without_answer": (
+                    round(float(strong[~ans].mean()), 4) if (~ans).any() else 0.0
+                ),
+            }
+        )
+    return out
 
 
 def reliability(

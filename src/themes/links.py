@@ -97,6 +97,7 @@ def weights_from(links: LinkSettings) -> Weights:
         dense=links.w_dense,
         document=links.w_document,
         calibration_slope=links.calibration_slope,
+        calibration_size=links.calibration_size,
         calibration_intercept=links.calibration_intercept,
     )
 
@@ -457,9 +458,16 @@ def theme_links(store: Store, theme_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def case_links(store: Store, record_id: str, *, linker: Linker | None = None) -> dict[str, Any]:
+def case_links(
+    store: Store,
+    record_id: str,
+    *,
+    linker: Linker | None = None,
+    strong_at: float = 0.5,
+) -> dict[str, Any]:
     """A case's top recommendations (from the last link update), with evidence when a
-    fitted `linker` is given."""
+    fitted `linker` is given; a link is strong from probability `strong_at`
+    (`links.strong_link_probability`)."""
     ensure_tables(store)
     with store.connect() as conn:
         text_row = conn.execute(
@@ -484,7 +492,7 @@ def case_links(store: Store, record_id: str, *, linker: Linker | None = None) ->
             "rank": r["rank"],
             "score": r["score"],
             "probability": r["probability"],
-            "strong": r["probability"] >= 0.5,
+            "strong": r["probability"] >= strong_at,
             "recommendation": recs.get(r["rec_id"], {"rec_id": r["rec_id"]}),
         }
         if r["rec_id"] in by_id:

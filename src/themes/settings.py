@@ -246,10 +246,13 @@ class LinkSettings(_Section):
     w_document: float = 0.0
     """Weight of the best fused score among items of the same source document (0: tuning
     on PFD data found no gain)."""
-    calibration_slope: float = 0.0431
-    """Platt calibration of `linker.surprise(score)` (fitted on PFD data by
-    benchmarks/bench_links.py; see benchmarks/results/links_pfd.md)."""
-    calibration_intercept: float = -3.5021
+    calibration_slope: float = 0.71
+    """Calibration of the strong-link probability, sigmoid(slope * score + size *
+    ln(number of recommendations) + intercept): fitted on PFD data scored against
+    sub-corpora of 3 to all 1,143 reports by benchmarks/bench_links.py (see
+    benchmarks/results/links_pfd.md), so it holds for a small set as for a large one."""
+    calibration_size: float = -1.1139
+    calibration_intercept: float = -0.0133
     strong_link_probability: float = 0.5
     """Calibrated probability at or above which a link is called strong."""
     bm25_k1: float = 0.9
