@@ -231,3 +231,12 @@ def test_demo_theme_links_top_link_is_the_planted_pairing(
     assert got["links"] and got["links"][0]["rank"] == 1
     flags = flagged_actions(store)
     assert flags["overdue"] == [] and isinstance(flags["strong_without_action"], list)
+
+
+def test_bm25s_debug_lines_stay_out_of_the_log() -> None:
+    import logging
+
+    from themes.bm25 import bm25s
+
+    bm25s()  # bm25s sets its logger to DEBUG on import; the project puts it back
+    assert logging.getLogger("bm25s").getEffectiveLevel() >= logging.INFO

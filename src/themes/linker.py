@@ -4,11 +4,14 @@ Scores for each (query, recommendation) pair, all over de-identified text:
 
 - lexical: BM25 (`bm25s`) over content words (placeholders such as [PERSON] and stop words
   dropped, a light suffix stemmer);
+- tf-idf: cosine of TF-IDF vectors of words and word pairs (scikit-learn; sublinear term
+  frequency, English stop words and placeholders dropped), which damps a long query's
+  repeated words where BM25 counts every repeat, and rewards shared phrases;
 - dense: cosine similarity of sentence embeddings of passages (a few sentences each);
   a pair's score is the best passage-to-passage similarity (max-sim), so long texts are
   not diluted by pooling;
 - each score is standardised per query over the whole corpus (z-score), and the fused
-  item score is `w_lexical * z_lexical + w_dense * z_dense`;
+  item score is `w_lexical * z_lexical + w_dense * z_dense + w_tfidf * z_tfidf`;
 - document context: an item's final score adds `w_document` times the best fused score of
   the items of its source document (a PFD report's other concerns, a review's other
   actions), so an item is helped by siblings that match the query too.
@@ -92,6 +95,11 @@ def tokens(text: str) -> list[str]:
     return [stem(w) for w in _WORD.findall(text) if w not in STOP_WORDS]
 
 
+def tfidf_text(text: str) -> str:
+    """Text as the TF-IDF vectoriser sees it: placeholders dropped, lower case."""
+    return _PLACEHOLDER.sub(" ", text).lower()
+
+
 def sentences(text: str) -> list[str]:
     """Split text into sentences (hard line wraps joined, list items kept apart)."""
     parts = [re.sub(r"\s+", " ", p).strip() for p in _SENTENCE.split(text)]
@@ -130,9 +138,10 @@ class Weights:
     lexical: float = 1.0
     dense: float = 1.0
     document: float = 0.5
-    calibration_slope: float = 0.71
-    calibration_size: float = -1.1139
-    calibration_intercept: float = -0.0133
+    tfidf: float = 1.0
+    calibration_slope: float = 0.3356
+    calibration_size: float = -1.1298
+    calibration_intercept: float = 0.1657
 
     def probability(self, score: np.ndarray | float, *, n_items: int) -> np.ndarray:
         """Calibrated probability that a link with this final score is right, in a corpus
@@ -148,10 +157,28 @@ class Weights:
 
 @dataclass
 class Components:
-    """Per-query standardised component scores over the fitted corpus (n_queries, n_items)."""
+    """Per-query standardised component scores over the fitted corpus (n_queries, n_items).
+    `tfidf` may be None, which counts as no TF-IDF evidence."""
 
     lexical: np.ndarray
     dense: np.ndarray
+    tfidf: np.ndarray | None = None
+
+    def rows(self, index: Any) -> Components:
+        """The component scores of some queries (a slice, mask or index array)."""
+        return Components(
+            lexical=self.lexical[index],
+            dense=self.dense[index],
+            tfidf=None if self.tfidf is None else self.tfidf[index],
+        )
+
+    def restandardised(self, query: int, cols: np.ndarray) -> Components:
+        """One query's scores over a sub-corpus (columns `cols`), standardised again."""
+        return Components(
+            lexical=zscore(self.lexical[query : query + 1, cols]),
+            dense=zscore(self.dense[query : query + 1, cols]),
+            tfidf=None if self.tfidf is None else zscore(self.tfidf[query : query + 1, cols]),
+        )
 
 
 class Linker:
@@ -181,8 +208,11 @@ class Linker:
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, recs: Sequence[Recommendation]) -> Linker:
-        """Index the recommendations (BM25 over content words; passage embeddings)."""
-        import bm25s
+        """Index the recommendations (BM25 over content words, TF-IDF of words and word
+        pairs, passage embeddings)."""
+        from themes.bm25 import bm25s as _bm25s
+
+        bm25s = _bm25s()
 
         if not recs:
             raise ThemesError(
@@ -196,6 +226,15 @@ class Linker:
         self.bm25_ = bm25s.BM25(k1=self.k1, b=self.b)
         self.bm25_.index(toks, show_progress=False)
         self.vocab_ = {w for t in toks for w in t}
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.tfidf_ = TfidfVectorizer(
+            preprocessor=tfidf_text, ngram_range=(1, 2), sublinear_tf=True, stop_words="english"
+        )
+        try:
+            self.tfidf_matrix_ = self.tfidf_.fit_transform(corpus)
+        except ValueError:  # no item has a word the vectoriser keeps
+            self.tfidf_matrix_ = None
         self.rec_passages_, self.rec_owner_ = self._split(corpus)
         self.rec_vectors_ = np.asarray(self.encoder.encode(self.rec_passages_), dtype=np.float32)
         groups: dict[str, int] = {}
@@ -227,6 +266,14 @@ class Linker:
                 lex[i] = self.bm25_.get_scores(q)
         return zscore(lex)
 
+    def tfidf_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Standardised TF-IDF cosines of each text against every item."""
+        self._check()
+        if self.tfidf_matrix_ is None:
+            return np.zeros((len(texts), len(self.ids_)), dtype=np.float64)
+        sims = self.tfidf_.transform(list(texts)) @ self.tfidf_matrix_.T
+        return zscore(sims.toarray())
+
     def dense_scores(self, texts: Sequence[str]) -> np.ndarray:
         """Standardised passage max-sim cosines of each text against every item."""
         self._check()
@@ -236,8 +283,12 @@ class Linker:
         return zscore(max_sim(q_vectors, q_owner, n, self.rec_vectors_, self.rec_owner_, m))
 
     def components(self, texts: Sequence[str]) -> Components:
-        """Standardised lexical and dense scores of each text against every item."""
-        return Components(lexical=self.lexical_scores(texts), dense=self.dense_scores(texts))
+        """Standardised BM25, dense and TF-IDF scores of each text against every item."""
+        return Components(
+            lexical=self.lexical_scores(texts),
+            dense=self.dense_scores(texts),
+            tfidf=self.tfidf_scores(texts),
+        )
 
     def fuse(self, comp: Components, weights: Weights | None = None) -> np.ndarray:
         """Final scores (n_queries, n_items) from component scores and fusion weights."""
@@ -270,6 +321,8 @@ def fuse_scores(comp: Components, group: np.ndarray, weights: Weights) -> np.nda
     plus `weights.document` times the best such sum among the items of the same source
     document (`group[j]` numbers item j's document)."""
     item = weights.lexical * comp.lexical + weights.dense * comp.dense
+    if weights.tfidf and comp.tfidf is not None:
+        item = item + weights.tfidf * comp.tfidf
     group = np.asarray(group)
     if weights.document and group.size:
         _, group = np.unique(group, return_inverse=True)
@@ -337,6 +390,7 @@ DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "lexical": (1.0,),
     "dense": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0),
     "document": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+    "tfidf": (0.0, 0.5, 0.75, 1.0, 1.5),
 }
 
 
@@ -351,15 +405,20 @@ def tune(
 
     Returns the best weights (calibration unchanged) and every grid point's MRR.
     """
-    grid = grid or DEFAULT_GRID
+    grid = {**DEFAULT_GRID, **(grid or {})}
+    tfidfs = grid["tfidf"] if comp.tfidf is not None else (0.0,)
     trials: list[dict[str, float]] = []
     best: tuple[float, Weights] | None = None
-    for lexical, dense, document in product(grid["lexical"], grid["dense"], grid["document"]):
-        if lexical == 0 and dense == 0:
+    for lexical, dense, document, tfidf in product(
+        grid["lexical"], grid["dense"], grid["document"], tfidfs
+    ):
+        if lexical == 0 and dense == 0 and tfidf == 0:
             continue
-        w = replace(linker.weights, lexical=lexical, dense=dense, document=document)
+        w = replace(linker.weights, lexical=lexical, dense=dense, document=document, tfidf=tfidf)
         mrr = retrieval_metrics(linker.fuse(comp, w), relevant)["mrr"]
-        trials.append({"lexical": lexical, "dense": dense, "document": document, "mrr": mrr})
+        trials.append(
+            {"lexical": lexical, "dense": dense, "document": document, "tfidf": tfidf, "mrr": mrr}
+        )
         if best is None or mrr > best[0]:
             best = (mrr, w)
     assert best is not None  # the grid always has a point with a non-zero weight
@@ -447,10 +506,7 @@ def calibration_samples(
                 cols = np.sort(np.concatenate([items_of[d] for d in chosen]))
                 if cols.size < 3:
                     continue
-                sub = Components(
-                    lexical=zscore(comp.lexical[i : i + 1, cols]),
-                    dense=zscore(comp.dense[i : i + 1, cols]),
-                )
+                sub = comp.restandardised(i, cols)
                 keep(fuse_scores(sub, group[cols], weights)[0], cols, rel, size, ans)
     a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
     return CalibrationSamples(

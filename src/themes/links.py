@@ -96,6 +96,7 @@ def weights_from(links: LinkSettings) -> Weights:
         lexical=links.w_lexical,
         dense=links.w_dense,
         document=links.w_document,
+        tfidf=links.w_tfidf,
         calibration_slope=links.calibration_slope,
         calibration_size=links.calibration_size,
         calibration_intercept=links.calibration_intercept,

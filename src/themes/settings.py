@@ -241,18 +241,20 @@ class LinkSettings(_Section):
     """Every CSV/JSON/YAML recommendation set here is loaded and linked each night."""
     w_lexical: float = 1.0
     """Weight of the standardised BM25 score in the fused score."""
-    w_dense: float = 0.75
+    w_dense: float = 1.5
     """Weight of the standardised dense (passage max-sim) score; tuned on PFD data."""
     w_document: float = 0.0
     """Weight of the best fused score among items of the same source document (0: tuning
     on PFD data found no gain)."""
-    calibration_slope: float = 0.71
+    w_tfidf: float = 1.0
+    """Weight of the standardised TF-IDF cosine (words and word pairs)."""
+    calibration_slope: float = 0.3356
     """Calibration of the strong-link probability, sigmoid(slope * score + size *
     ln(number of recommendations) + intercept): fitted on PFD data scored against
     sub-corpora of 3 to all 1,143 reports by benchmarks/bench_links.py (see
     benchmarks/results/links_pfd.md), so it holds for a small set as for a large one."""
-    calibration_size: float = -1.1139
-    calibration_intercept: float = -0.0133
+    calibration_size: float = -1.1298
+    calibration_intercept: float = 0.1657
     strong_link_probability: float = 0.5
     """Calibrated probability at or above which a link is called strong."""
     bm25_k1: float = 0.9
