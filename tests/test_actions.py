@@ -17,7 +17,7 @@ from themes.actions import (
 from themes.errors import NotFoundError
 from themes.links import ensure_tables, flagged_actions, link_id, theme_links, theme_links_table
 from themes.recommendations import load_dir, save
-from themes.store import utcnow
+from themes.store import themes_table, utcnow
 
 TODAY = date(2026, 1, 15)
 
@@ -25,7 +25,36 @@ TODAY = date(2026, 1, 15)
 @pytest.fixture
 def corpus(store):  # noqa: ANN001, ANN201
     save(store, load_dir(Path("config/recommendations")), file="config/recommendations")
+    with store.begin() as conn:  # themes 1-5 of one model, for actions that name a theme
+        conn.execute(
+            themes_table.insert(),
+            [
+                {
+                    "model_id": "m",
+                    "theme_id": t,
+                    "label": f"theme {t}",
+                    "keywords": "[]",
+                    "size": 10,
+                    "representative_ids": "[]",
+                }
+                for t in range(1, 6)
+            ],
+        )
     return store
+
+
+def test_an_action_on_an_unknown_theme_or_with_a_two_digit_year_is_refused(corpus) -> None:  # noqa: ANN001
+    with pytest.raises(NotFoundError, match="No theme 999"):
+        add_action(corpus, rec_id="francis-2013-001", owner="o", action="a", theme_id=999, by="u")
+    with pytest.raises(ActionError, match="write the year in full"):
+        add_action(
+            corpus, rec_id="francis-2013-001", owner="o", action="a", due_date="1/1/25", by="u"
+        )
+    a = add_action(corpus, rec_id="francis-2013-001", owner="o", action="a", theme_id=2, by="u")
+    with pytest.raises(NotFoundError, match="No theme 42"):
+        update_action(corpus, a["action_id"], by="u", theme_id=42)
+    assert update_action(corpus, a["action_id"], by="u", theme_id=3)["theme_id"] == 3
+    assert list_actions(corpus) == [update_action(corpus, a["action_id"], by="u")]
 
 
 def test_add_and_update_keep_full_history(corpus) -> None:  # noqa: ANN001

@@ -194,6 +194,15 @@ def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
         read_export(path)
 
 
+def test_a_missing_file_or_a_folder_is_a_clear_error(tmp_path: Path, store) -> None:  # noqa: ANN001
+    mapping = load_mapping(SOURCES, "datix_incident")
+    with pytest.raises(IngestError, match="nofile.csv: no such file"):
+        ingest_file(store, tmp_path / "nofile.csv", mapping)
+    with pytest.raises(IngestError, match="is a folder, not an export file"):
+        ingest_file(store, tmp_path, mapping)
+    assert count(store, raw_records) == 0 and count(store, quarantine) == 0
+
+
 def test_reingest_same_file_changes_nothing(tmp_path: Path, store) -> None:  # noqa: ANN001
     path = write_csv(tmp_path / "inc.csv", incident_rows(), "cp1252")
     mapping = load_mapping(SOURCES, "datix_incident")

@@ -106,7 +106,7 @@ def _pfd_rows() -> list[dict[str, str]]:
         },
         {
             "id": "",
-            "url": "https://example.org/pfd/2021-0042",
+            "url": "https://www.judiciary.uk/prevention-of-future-death-reports/jane-doe/",
             "date": "not a date",
             "receiver": "NHS England",
             "concerns": "There is no national guidance on observing patients after a fall.",
@@ -120,7 +120,12 @@ def test_pfd_import_splits_concerns_and_keeps_report_date_and_recipients(tmp_pat
     path = _csv(tmp_path / "pfd.csv", _pfd_rows(), cols)
     res = load_pfd(path)
     ids = [r.id for r in res.recommendations]
-    assert ids == ["pfd-2020-0001-1", "pfd-2020-0001-2", "pfd-2021-0042-1"]
+    assert ids[:2] == ["pfd-2020-0001-1", "pfd-2020-0001-2"]
+    # a report without an id gets one from a hash of its URL, never the URL's last part,
+    # which on judiciary.uk is the deceased's name
+    no_id = res.recommendations[2]
+    assert no_id.id.startswith("pfd-url-") and "jane" not in no_id.id + no_id.source
+    assert no_id.document == load_pfd(path).recommendations[2].document  # stable
     first = res.recommendations[0]
     assert first.document == "2020-0001" and first.year == 2020
     assert first.addressee == "The Trust; The CQC"
@@ -128,7 +133,7 @@ def test_pfd_import_splits_concerns_and_keeps_report_date_and_recipients(tmp_pat
     assert "pfd" in first.tags
     reasons = {(r.row, r.reason.split(" '")[0]) for r in res.rejected}
     assert reasons == {(3, "empty concerns"), (4, "duplicate report id")}
-    # the report without an id takes it from its URL; its bad date is kept and reported
+    # the report without an id: its bad date is kept and reported
     assert res.recommendations[2].year is None
     assert any("unreadable date" in w for w in res.warnings)
     # nothing lost: every row is either an item source or a rejection with a reason

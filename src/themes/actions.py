@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from themes.errors import NotFoundError, ThemesError
 from themes.recommendations import ensure_tables as ensure_recommendation_tables
 from themes.recommendations import recommendations_table
-from themes.store import Store, metadata, utcnow
+from themes.store import Store, metadata, themes_table, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,26 @@ def parse_due(value: str | date | None) -> date | None:
         parts = value.strip().split(sep)
         if len(parts) == 3 and all(p.isdigit() for p in parts):
             y, m, d = (int(parts[i]) for i in order)
+            if len(parts[order[0]]) != 4:
+                raise ActionError(
+                    f"due date '{value}': write the year in full (e.g. 31/03/2026 or 2026-03-31)."
+                )
             try:
                 return date(y, m, d)
             except ValueError:
                 break
     raise ActionError(f"due date '{value}' is not a date; use yyyy-mm-dd (e.g. 2026-03-31).")
+
+
+def _check_theme(conn: sa.Connection, theme_id: int | None) -> None:
+    """A theme an action names must exist in some theme model (current or earlier)."""
+    if theme_id is None:
+        return
+    found = conn.execute(
+        sa.select(themes_table.c.theme_id).where(themes_table.c.theme_id == theme_id).limit(1)
+    ).first()
+    if found is None:
+        raise NotFoundError(f"No theme {theme_id}; `themes themes` lists them.")
 
 
 def _check(values: dict[str, Any]) -> None:
@@ -132,6 +147,7 @@ def add_action(
             raise NotFoundError(
                 f"No recommendation '{rec_id}'; `themes recommendations list` shows the ids."
             )
+        _check_theme(conn, theme_id)
         action_id = conn.execute(
             link_actions.insert().values(
                 **values, created_at=now, created_by=by, updated_at=now, updated_by=by
@@ -171,6 +187,8 @@ def update_action(store: Store, action_id: int, *, by: str, **changes: Any) -> d
         return current
     now = utcnow()
     with store.begin() as conn:
+        if "theme_id" in diff:
+            _check_theme(conn, changes["theme_id"])
         conn.execute(
             link_actions.update()
             .where(link_actions.c.action_id == action_id)

@@ -26,8 +26,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+# user text (labels, actions, owners, snippets) can hold square brackets, so Rich markup
+# is off by default; styled lines ask for it (markup=True) and escape what they show
+console = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (stable shape, see docs/cli.md).")
@@ -45,7 +47,7 @@ def _emit_json(data: Any) -> None:
 
 
 def _fail(e: Exception, code: int = 1) -> None:
-    err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]Error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -181,7 +183,7 @@ def themes_cmd(
         label = r["label"] + (" [pinned]" if r["pinned"] else "")
         label += " [not a theme]" if r["not_a_theme"] else ""
         words = ", ".join(r["keywords"][:6])
-        table.add_row(str(r["theme_id"]), escape(label), str(r["size"]), words)
+        table.add_row(str(r["theme_id"]), label, str(r["size"]), words)
     console.print(table)
 
 
@@ -195,7 +197,10 @@ def show(theme_id: int, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json(data)
         return
-    console.print(f"[bold]Theme {data['theme_id']}: {data['label']}[/] ({data['size']} records)")
+    console.print(
+        f"[bold]Theme {data['theme_id']}: {escape(data['label'])}[/] ({data['size']} records)",
+        markup=True,
+    )
     console.print("Keywords: " + ", ".join(data["keywords"]), highlight=False)
     console.print("Kinds: " + ", ".join(f"{k} {n}" for k, n in data["kinds"].items()))
     for rep in data["representatives"]:

@@ -3,6 +3,7 @@
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +69,10 @@ def theme_factors(theme_id: int, period: str | None = None) -> dict[str, Any]:
 def _print_theme(console: Any, data: dict[str, Any]) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]Theme {data['theme_id']}: {data['label']}[/] ({data['size']} records)")
+    console.print(
+        f"[bold]Theme {data['theme_id']}: {escape(data['label'])}[/] ({data['size']} records)",
+        markup=True,
+    )
     table = Table("factor", "domain", "cases", "share", "all cases", "lift")
     for r in data["factors"]:
         if not r["cases"]:
@@ -97,8 +101,9 @@ def _print_theme(console: Any, data: dict[str, Any]) -> None:
 
 def _print_record(console: Any, data: dict[str, Any]) -> None:
     console.print(
-        f"[bold]{data['record_id']}[/] · {data['kind']} · {data['event_date']} · theme "
-        f"{data['theme_id']}: {data['theme_label'] or '-'}",
+        f"[bold]{escape(data['record_id'])}[/] · {data['kind']} · {data['event_date']} · theme "
+        f"{data['theme_id']}: {escape(data['theme_label'] or '-')}",
+        markup=True,
         highlight=False,
     )
     if not data["tagged"]:
@@ -115,7 +120,8 @@ def _print_record(console: Any, data: dict[str, Any]) -> None:
     for f in data["factors"]:
         hedged = ", hedged" if f["hedged"] else ""
         console.print(
-            f"[bold]{f['name']}[/] ({f['confidence']:.2f}, {f['method']}{hedged})",
+            f"[bold]{escape(f['name'])}[/] ({f['confidence']:.2f}, {f['method']}{hedged})",
+            markup=True,
             highlight=False,
         )
         console.print(f"  {f['evidence']}", markup=False, highlight=False)

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         flags += ["not a theme"] * data["not_a_theme"]
         console.print(
             f"[bold]Theme {theme_id}: {escape(data['label'])}[/] ({', '.join(flags)}; "
-            f"{data['size']} records; born {data['born_at']})"
+            f"{data['size']} records; born {data['born_at']})",
+            markup=True,
         )
         if data["merged_into"] is not None:
             console.print(f"Merged into theme {data['merged_into']}.")
@@ -52,7 +53,7 @@ def register(app: typer.Typer) -> None:
         table = Table("when", "event", "by", "detail")
         for e in data["events"]:
             detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items() if k != "seeds")
-            table.add_row(e["at"], e["kind"], escape(e["actor"]), escape(detail))
+            table.add_row(e["at"], e["kind"], e["actor"], detail)
         console.print(table)
         for m in data["moves_out"]:
             console.print(f"{m['records']} record(s) moved to theme {m['to']}: {m['reason']}")
@@ -165,7 +166,8 @@ def register(app: typer.Typer) -> None:
             console.print("No emerging themes: no special-cause increase and no new theme.")
         for i, e in enumerate(rows, 1):
             console.print(
-                f"[bold]{i}. Theme {e['theme_id']}: {escape(e['label'])}[/] (score {e['score']})"
+                f"[bold]{i}. Theme {e['theme_id']}: {escape(e['label'])}[/] (score {e['score']})",
+                markup=True,
             )
             console.print("   " + "; ".join(e["reasons"]), highlight=False)
             console.print(
@@ -238,7 +240,7 @@ def register(app: typer.Typer) -> None:
                 )  # fmt: skip
             console.print(table)
             for w in chart["warnings"]:
-                console.print(f"[yellow]Warning:[/] {w}")
+                console.print(f"Warning: {w}", style="yellow")
             return
         cast = (lambda v: round(float(v), 4)) if share else int  # noqa: E731
         out = {

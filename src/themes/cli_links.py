@@ -296,11 +296,11 @@ def register(app: typer.Typer) -> None:
                 r["action"][:60],
             )
         if flagged:
-            console.print(f"[bold]Overdue actions[/] ({len(rows)})")
+            console.print(f"[bold]Overdue actions[/] ({len(rows)})", markup=True)
         console.print(table)
         if flagged:
             gaps = data["strong_without_action"]
-            console.print(f"[bold]Strong links with no action[/] ({len(gaps)})")
+            console.print(f"[bold]Strong links with no action[/] ({len(gaps)})", markup=True)
             t2 = Table("theme", "recommendation", "title", "P")
             for g in gaps:
                 t2.add_row(

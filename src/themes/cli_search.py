@@ -31,6 +31,7 @@ MethodOpt = Annotated[str, typer.Option("--method", help="hybrid|bm25|dense.")]
 def _print_results(data: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from themes.cli import console
 
@@ -51,9 +52,9 @@ def _print_results(data: dict[str, Any]) -> None:
             r["record_id"],
             r["kind"],
             r["event_date"],
-            escape(theme),
+            theme,
             f"{r['score']:.4f}",
-            "".join(marked),
+            Text.from_markup("".join(marked)),
         )
     console.print(table)
     if data["next_offset"] is not None:
@@ -158,7 +159,8 @@ def register(app: typer.Typer) -> None:
             console.rule(f"group {g['group']} · similarity up to {g['max_score']:.3f}")
             for r in g["records"]:
                 console.print(
-                    f"[bold]{r['record_id']}[/] {r['kind']} {r['event_date']} "
+                    f"[bold]{escape(r['record_id'])}[/] {r['kind']} {r['event_date']} "
                     f"{escape(r['site'] or '')} · {escape(r['snippet'])}",
+                    markup=True,
                     highlight=False,
                 )

@@ -281,6 +281,13 @@ def ingest_file(
     """
     path = Path(path)
     file = str(path)
+    if path.is_dir():
+        raise IngestError(
+            f"{path} is a folder, not an export file: name the files (e.g. {path}/*.csv), "
+            "or put the folder's files in the drop folder for `themes run`."
+        )
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file.")
     digest = file_sha256(path)
     with store.connect() as conn:
         seen = conn.execute(

@@ -398,18 +398,23 @@ def _parse_date(value: str) -> date | None:
 
 
 def _report_id(row: dict[str, str]) -> str:
+    """The report's reference (the `id` column, e.g. 2013-0172), else a hash of its URL.
+
+    Never the URL's last part: on judiciary.uk that is the deceased's name, and the id is
+    shown and stored everywhere a link is (`pfd-<id>-<item>`, "PFD report <id>")."""
     rid = row.get("id", "").strip()
     if rid:
         return rid
     url = row.get("url", "").strip().rstrip("/")
-    return url.rsplit("/", 1)[-1] if url else ""
+    return "url-" + hashlib.sha256(url.encode()).hexdigest()[:10] if url else ""
 
 
 def load_pfd(path: Path) -> LoadResult:
     """Concern items from a PFD export (columns as the public PFD datasets use them).
 
     Each report's `concerns` are split with `split_concerns`; each item keeps the report id
-    (the `id` column, else the last part of the URL), date and recipients (`receiver`).
+    (the `id` column, else a hash of the URL; see `_report_id`), date and recipients
+    (`receiver`).
     Text is returned as published: `import_file` de-identifies it before storing.
     """
     path = Path(path)

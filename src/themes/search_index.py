@@ -142,7 +142,9 @@ class SearchIndex:
         model_id: str,
     ) -> SearchIndex:
         """Index records from scratch. `meta` has one row per id (see `set_meta`)."""
-        import bm25s
+        from themes.bm25 import bm25s as _bm25s
+
+        bm25s = _bm25s()
 
         self.model_id_ = model_id
         self.read_only_ = False
@@ -259,7 +261,9 @@ class SearchIndex:
         return indptr, np.concatenate([np.zeros(0, np.int32), *flats])
 
     def _build_bm25(self) -> None:
-        import bm25s
+        from themes.bm25 import bm25s as _bm25s
+
+        bm25s = _bm25s()
 
         self.bm25_ = None
         if not len(self.ids_):
@@ -588,7 +592,9 @@ class SearchIndex:
         one in memory). The nightly flow
         saves a new index by renaming a new folder into place, so a mapped one stays valid.
         """
-        import bm25s
+        from themes.bm25 import bm25s as _bm25s
+
+        bm25s = _bm25s()
         import pyarrow.parquet as pq
         from usearch.index import Index
 
