@@ -70,7 +70,6 @@ def test_metrics_tuning_and_calibration_on_constructed_scores() -> None:
     linker = Linker(encoder=None)  # type: ignore[arg-type]
     linker.ids_ = [str(j) for j in range(m)]
     linker.group_ = np.arange(m)
-    linker.n_groups_ = m
     best, trials = tune(linker, comp, relevant)
     assert best.dense == 0.0
     noisy = max(t["mrr"] for t in trials if t["dense"] == 2.0)

@@ -143,16 +143,21 @@ class Weights:
     calibration_size: float = -1.1298
     calibration_intercept: float = 0.1657
 
-    def probability(self, score: np.ndarray | float, *, n_items: int) -> np.ndarray:
+    def probability(self, score: np.ndarray | float, *, n_items: np.ndarray | int) -> np.ndarray:
         """Calibrated probability that a link with this final score is right, in a corpus
         of `n_items` recommendations: sigmoid(slope * score + size * ln(n_items) +
         intercept)."""
         x = (
             self.calibration_slope * np.asarray(score, dtype=np.float64)
-            + self.calibration_size * np.log(max(n_items, 2))
+            + self.calibration_size * log_size(n_items)
             + self.calibration_intercept
         )
         return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def log_size(n_items: np.ndarray | int) -> np.ndarray:
+    """ln(corpus size), the calibration's size feature (corpora under 2 items count as 2)."""
+    return np.log(np.maximum(np.asarray(n_items, dtype=np.float64), 2.0))
 
 
 @dataclass
@@ -239,7 +244,6 @@ class Linker:
         self.rec_vectors_ = np.asarray(self.encoder.encode(self.rec_passages_), dtype=np.float32)
         groups: dict[str, int] = {}
         self.group_ = np.array([groups.setdefault(r.group, len(groups)) for r in recs])
-        self.n_groups_ = len(groups)
         return self
 
     def _split(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -449,7 +453,7 @@ class CalibrationSamples:
 
     def features(self) -> np.ndarray:
         """The calibration's inputs: final score and ln(corpus size)."""
-        return np.column_stack([self.score, np.log(np.maximum(self.n_items, 2))])
+        return np.column_stack([self.score, log_size(self.n_items)])
 
 
 def calibration_samples(
@@ -542,12 +546,7 @@ def reliability_by_size(
     out = []
     for docs in np.unique(samples.documents[top]):
         m = top & (samples.documents == docs)
-        p = np.array(
-            [
-                float(weights.probability(s, n_items=int(n)))
-                for s, n in zip(samples.score[m], samples.n_items[m], strict=True)
-            ]
-        )
+        p = weights.probability(samples.score[m], n_items=samples.n_items[m])
         right, ans = samples.right[m], samples.answerable[m]
         strong = p >= threshold
         out.append(
