@@ -54,6 +54,31 @@ def store(settings):  # noqa: ANN001, ANN201
     s.close()
 
 
+@pytest.fixture
+def theme_model(store):  # noqa: ANN001, ANN201
+    """The store with an active theme model "m" (themes 1-3) and an inactive "old" (7)."""
+    from themes.store import theme_models, themes_table, utcnow
+
+    with store.begin() as conn:
+        conn.execute(
+            theme_models.insert(),
+            [
+                {"model_id": m, "path": m, "fitted_at": utcnow(), "n_records": 0,
+                 "config_hash": "x", "active": m == "m"}
+                for m in ("m", "old")
+            ],
+        )  # fmt: skip
+        conn.execute(
+            themes_table.insert(),
+            [
+                {"model_id": m, "theme_id": t, "label": f"theme {t}", "keywords": "[]",
+                 "size": 0, "representative_ids": "[]"}
+                for m, t in (("m", 1), ("m", 2), ("m", 3), ("old", 7))
+            ],
+        )  # fmt: skip
+    return store
+
+
 @pytest.fixture(scope="session")
 def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private Prefect home so flow tests never touch ~/.prefect."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -169,3 +170,32 @@ def test_strong_links_without_action_are_flagged_until_an_action_exists(corpus) 
     links = theme_links(corpus, 1)
     assert [x["action_status"] for x in links] == ["open", "no action"]
     assert links[0]["recommendation"]["title"] == "Labour and birth"
+
+
+def test_flagged_for_one_theme_shows_only_that_themes_flags(corpus) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from themes.cli import app
+
+    _link(corpus, 1, "ockenden-2022-iea-10", strong=True)
+    _link(corpus, 2, "francis-2013-001", strong=True)
+    mine = add_action(
+        corpus, rec_id="ockenden-2022-iea-02", owner="o", action="a", due_date="2020-01-01",
+        theme_id=1, by="u",
+    )  # fmt: skip
+    add_action(
+        corpus, rec_id="ockenden-2022-iea-02", owner="o", action="b", due_date="2020-01-01",
+        theme_id=2, by="u",
+    )  # fmt: skip
+    runner = CliRunner()
+    every = json.loads(runner.invoke(app, ["actions", "list", "--flagged", "--json"]).stdout)
+    assert len(every["overdue"]) == 2 and len(every["strong_without_action"]) == 2
+    one = runner.invoke(app, ["actions", "list", "--flagged", "--theme", "1", "--json"])
+    assert one.exit_code == 0, one.output
+    data = json.loads(one.stdout)
+    assert [a["action_id"] for a in data["overdue"]] == [mine["action_id"]]
+    assert [(g["theme_id"], g["rec_id"]) for g in data["strong_without_action"]] == [
+        (1, "ockenden-2022-iea-10")
+    ]
+    shown = runner.invoke(app, ["actions", "list", "--flagged", "--theme", "2"]).stdout
+    assert "francis-2013-001" in shown and "ockenden-2022-iea-10" not in shown

@@ -133,3 +133,58 @@ def test_evaluate_compares_with_bertopic_defaults(tmp_path: Path, settings) -> N
     ours = methods["themes (project)"]
     assert ours["outlier_share"] <= 0.05 and ours["n_themes"] >= 5
     assert ours["nmi"] >= 0.5  # the planted themes are found
+
+
+def test_bad_search_and_record_filters_are_one_line_errors(settings) -> None:  # noqa: ANN001
+    cases = [
+        (["search", "fell", "--kind", "accident"], "--kind 'accident' is not a record kind"),
+        (["similar", "INC1", "--kind", "incident", "--kind", "claims"], "--kind 'claims'"),
+        (
+            ["search", "fell", "--since", "2025-06-01", "--until", "2025-01-01"],
+            "--since 2025-06-01 is after --until 2025-01-01",
+        ),
+        (["similar", "INC1", "--until", "2025-W01-1"], "--until '2025-W01-1' is not a date"),
+        (["search", "fell", "--since", "1/3/2025"], "--since '1/3/2025' is not a date"),
+        (["records", "--kind", "accident"], "--kind 'accident' is not a record kind"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    kind_in_capitals = runner.invoke(app, ["records", "--kind", "Incident", "--json"])
+    assert kind_in_capitals.exit_code == 0 and json.loads(kind_in_capitals.stdout) == []
+
+
+def test_records_of_a_theme_not_in_the_active_model_is_a_clear_error(theme_model) -> None:  # noqa: ANN001
+    known = runner.invoke(app, ["records", "--theme", "2", "--json"])
+    assert known.exit_code == 0 and json.loads(known.stdout) == []
+    for missing in ("99", "7"):  # 7 is a theme of an earlier model only
+        result = runner.invoke(app, ["records", "--theme", missing])
+        assert result.exit_code == 1
+        assert f"--theme {missing}: no such theme" in result.stderr
+        assert "`themes themes`" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["add", "update"])
+def test_every_actions_option_has_help(command: str) -> None:
+    import typer.main
+
+    params = typer.main.get_command(app).commands["actions"].commands[command].params
+    assert [p.name for p in params if not (getattr(p, "help", None) or "").strip()] == []
+    shown = runner.invoke(app, ["actions", command, "--help"])
+    assert shown.exit_code == 0 and "Evidence of completion" in shown.output
+
+
+def test_recommendation_ids_are_never_cut_at_80_columns(settings, monkeypatch) -> None:  # noqa: ANN001
+    from rich.console import Console
+
+    monkeypatch.setattr("themes.cli.console", Console(markup=False, width=80))
+    result = runner.invoke(app, ["recommendations", "list"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    first_cells = {line.split("│")[1].strip() for line in lines if line.startswith("│")}
+    assert "ockenden-2022-iea-10" in first_cells
+    listed = json.loads(runner.invoke(app, ["recommendations", "list", "--json"]).stdout)
+    assert {r["id"] for r in listed} <= first_cells

@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from leaks import whole_word_leaks
+from themes.errors import NotFoundError, ThemesError
 from themes.records import text_hash
-from themes.search import fuse, retrieve, snippet, update_index
+from themes.search import fuse, make_filters, retrieve, search, snippet, update_index
 from themes.search_index import META_COLUMNS, Filters, SearchIndex
 from themes.settings import SearchSettings
 from themes.store import clean_texts, raw_records, utcnow
@@ -460,6 +461,56 @@ def test_a_corrupt_or_missing_index_is_rebuilt_with_a_log_line(
     assert any("rebuilding it from the store" in r.getMessage() for r in caplog.records)
     again, info = update_index(store, settings)
     assert not info.rebuilt and again.size == 40
+
+
+def test_bad_filters_are_refused_by_the_python_api_too(settings) -> None:  # noqa: ANN001
+    with pytest.raises(ThemesError, match="--kind 'accident' is not a record kind"):
+        search("fell", settings=settings, kind="accident")
+    with pytest.raises(ThemesError, match="--since 2025-06-01 is after --until 2025-01-01"):
+        make_filters(since="2025-06-01", until=date(2025, 1, 1))
+    with pytest.raises(ThemesError, match="--since '2025-W01-1' is not a date"):
+        make_filters(since="2025-W01-1")
+    same_day = make_filters(kind=["Incident"], since="2025-01-01", until="2025-01-01")
+    assert same_day.kind == ["Incident"] and same_day.since == same_day.until
+
+
+def test_a_theme_filter_must_name_a_theme_of_the_active_model(settings, theme_model) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from themes.cli import app
+    from themes.search import Searcher
+    from themes.store import assignments
+
+    store = theme_model
+    ids = _fill_store(store, 30)
+    with store.begin() as conn:
+        q = sa.select(clean_texts.c.record_id, clean_texts.c.clean_hash)
+        hashes = dict(conn.execute(q).all())
+        conn.execute(
+            assignments.insert(),
+            [
+                {"record_id": rid, "model_id": "m", "theme_id": i % 3 + 1, "score": 1.0,
+                 "method": "fit", "clean_hash": hashes[rid], "assigned_at": utcnow()}
+                for i, rid in enumerate(ids)
+            ],
+        )  # fmt: skip
+    update_index(store, settings)
+    with Searcher(settings, store=store) as searcher:
+        found = searcher.similar(ids[0], filters=make_filters(theme=2), k=5)
+        assert found["results"] and {r["theme_id"] for r in found["results"]} == {2}
+        for missing in (99, 7):  # 7 is a theme of an earlier model only
+            with pytest.raises(NotFoundError, match=f"--theme {missing}: no such theme"):
+                searcher.similar(ids[0], filters=make_filters(theme=[2, missing]))
+        with pytest.raises(NotFoundError, match="`themes themes` lists the ids"):
+            searcher.search("patient fell", filters=make_filters(theme=99), method="bm25")
+        with pytest.raises(ThemesError, match="is after --until"):
+            searcher.search(
+                "patient fell",
+                filters=Filters(since=date(2025, 2, 1), until=date(2025, 1, 1)),
+                method="bm25",
+            )
+    result = CliRunner().invoke(app, ["similar", ids[0], "--theme", "99"])
+    assert result.exit_code == 1 and "--theme 99: no such theme" in result.stderr
 
 
 # -- end to end on the shared demo flow run ---------------------------------------------

@@ -267,6 +267,18 @@ def list_actions(
     return [_row(r, today) for r in rows]
 
 
+def flagged_for_theme(flagged: dict[str, Any], theme_id: int) -> dict[str, Any]:
+    """`links.flagged_actions` narrowed to one theme: the overdue actions recorded against
+    it (as `list_actions(theme_id=...)` selects them) and its strong links with no action."""
+    return {
+        **flagged,
+        "overdue": [a for a in flagged["overdue"] if a["theme_id"] == theme_id],
+        "strong_without_action": [
+            g for g in flagged["strong_without_action"] if g["theme_id"] == theme_id
+        ],
+    }
+
+
 def action_history(store: Store, action_id: int) -> list[dict[str, Any]]:
     """Every change to an action, oldest first: when, who, and {field: [old, new]}."""
     get_action(store, action_id)

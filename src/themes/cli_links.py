@@ -98,7 +98,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _emit_json(rows)
             return
-        table = Table("id", "source", "number", "title")
+        table = Table()
+        table.add_column("id", no_wrap=True)  # an id is copied into other commands: never cut
+        for name in ("source", "number", "title"):
+            table.add_column(name, overflow="fold")
         for r in rows:
             table.add_row(r["id"], r["source"][:60], r["number"], r["title"] or r["text"][:60])
         console.print(table)
@@ -184,7 +187,9 @@ def register(app: typer.Typer) -> None:
         owner: Annotated[str, typer.Option(help="Who owns the action.")],
         action: Annotated[str, typer.Option(help="What will be done.")],
         due: Annotated[str | None, typer.Option(help="Due date yyyy-mm-dd.")] = None,
-        status: Annotated[str, typer.Option(help="open|in progress|done|not applicable")] = "open",
+        status: Annotated[
+            str, typer.Option(help="open|in progress|done|not applicable (done needs --evidence).")
+        ] = "open",
         theme: Annotated[int | None, typer.Option(help="The theme it was linked from.")] = None,
         evidence: Annotated[str, typer.Option(help="Evidence of completion.")] = "",
         by: ByOpt = "",
@@ -215,14 +220,17 @@ def register(app: typer.Typer) -> None:
 
     @actions_app.command("update")
     def update_cmd(
-        action_id: int,
-        owner: Annotated[str | None, typer.Option()] = None,
-        action: Annotated[str | None, typer.Option()] = None,
-        due: Annotated[str | None, typer.Option(help="yyyy-mm-dd")] = None,
-        status: Annotated[
-            str | None, typer.Option(help="open|in progress|done|not applicable")
+        action_id: Annotated[int, typer.Argument(help="Action id (`themes actions list`).")],
+        owner: Annotated[str | None, typer.Option(help="New owner.")] = None,
+        action: Annotated[str | None, typer.Option(help="New description of the action.")] = None,
+        due: Annotated[
+            str | None, typer.Option(help="New due date yyyy-mm-dd ('' clears it).")
         ] = None,
-        evidence: Annotated[str | None, typer.Option()] = None,
+        status: Annotated[
+            str | None,
+            typer.Option(help="open|in progress|done|not applicable (done needs --evidence)."),
+        ] = None,
+        evidence: Annotated[str | None, typer.Option(help="Evidence of completion.")] = None,
         by: ByOpt = "",
         as_json: JsonOpt = False,
     ) -> None:
@@ -267,14 +275,15 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from themes import steps
-        from themes.actions import list_actions
+        from themes.actions import flagged_for_theme, list_actions
         from themes.cli import _emit_json, _guard, _settings, console
         from themes.links import flagged_actions
 
         def run() -> Any:
             store = steps.open_store(_settings())
             if flagged:
-                return flagged_actions(store)
+                found = flagged_actions(store)
+                return found if theme is None else flagged_for_theme(found, theme)
             return list_actions(
                 store, rec_id=rec_id, theme_id=theme, status=status, overdue=overdue
             )

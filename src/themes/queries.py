@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 
 from themes.errors import NotFoundError
+from themes.records import check_kind
 from themes.store import (
     Store,
     assignments,
@@ -21,6 +23,32 @@ from themes.store import (
 def _active_model_id(store: Store) -> str | None:
     active = store.active_model()
     return active["model_id"] if active else None
+
+
+def check_theme_ids(store: Store, theme_ids: Iterable[int], *, option: str = "--theme") -> None:
+    """Raise NotFoundError naming the ids that are not themes of the active theme model."""
+    wanted = sorted({int(t) for t in theme_ids})
+    if not wanted:
+        return
+    model_id = _active_model_id(store)
+    with store.connect() as conn:
+        known = set(
+            conn.execute(
+                sa.select(themes_table.c.theme_id).where(
+                    themes_table.c.model_id == model_id, themes_table.c.theme_id.in_(wanted)
+                )
+            ).scalars()
+        )
+    missing = [t for t in wanted if t not in known]
+    if not missing:
+        return
+    shown = ", ".join(str(t) for t in missing)
+    if model_id is None:
+        raise NotFoundError(f"{option} {shown}: there are no themes yet; run `themes run` first.")
+    raise NotFoundError(
+        f"{option} {shown}: no such theme in the current theme model; `themes themes` lists "
+        "the ids."
+    )
 
 
 def list_themes(store: Store, *, include_hidden: bool = False) -> list[dict[str, Any]]:
@@ -139,7 +167,14 @@ def list_records(
     limit: int = 20,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """De-identified records with their current theme, newest first."""
+    """De-identified records with their current theme, newest first.
+
+    An unknown `kind`, or a `theme_id` that is not a theme of the active model, is an error.
+    """
+    if kind is not None:
+        kind = check_kind(kind)
+    if theme_id is not None:
+        check_theme_ids(store, [theme_id])
     model_id = _active_model_id(store)
     a = assignments
     j = raw_records.join(clean_texts, clean_texts.c.record_id == raw_records.c.record_id)
@@ -160,7 +195,7 @@ def list_records(
         themes_table.c.label,
         clean_texts.c.clean_text,
     ).select_from(j)
-    if kind:
+    if kind is not None:
         q = q.where(raw_records.c.kind == kind)
     if theme_id is not None:
         q = q.where(a.c.theme_id == theme_id)

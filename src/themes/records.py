@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from themes.errors import ConfigError
+from themes.errors import ConfigError, ThemesError
 
 Kind = Literal["incident", "complaint", "claim"]
 KINDS: tuple[str, ...] = ("incident", "complaint", "claim")
@@ -34,6 +34,16 @@ STRUCTURED_FIELDS: tuple[str, ...] = (
     "severity",
     "status",
 )
+
+
+def check_kind(value: str, *, option: str = "--kind") -> str:
+    """The record kind `value` names (any case), or a ThemesError naming `option`."""
+    kind = str(value).strip().lower()
+    if kind not in KINDS:
+        raise ThemesError(
+            f"{option} '{value}' is not a record kind; use one of {', '.join(KINDS)}."
+        )
+    return kind
 
 
 class ColumnMap(BaseModel):

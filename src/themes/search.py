@@ -29,6 +29,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from themes.errors import ConfigError, NotFoundError, ThemesError
+from themes.records import check_kind
 from themes.search_index import Filters, IndexCorruptError, SearchIndex
 from themes.settings import SearchSettings, Settings
 from themes.store import (
@@ -45,6 +46,7 @@ SCHEMA_VERSION = 1
 """Version of the JSON shape returned by `Searcher.search` / `similar` (docs/cli.md)."""
 METHODS = ("hybrid", "bm25", "dense")
 _WORD = re.compile(r"(?u)\b\w\w+\b")
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 # -- fusion ----------------------------------------------------------------------------------
@@ -583,6 +585,7 @@ class Searcher:
         """Records like a free-text description, best first (see docs/cli.md for the shape)."""
         if not text.strip():
             raise ThemesError("The search text is empty; describe the event to look for.")
+        self._check(filters)
         tokens, hits = text_query(
             self.index,
             text,
@@ -605,6 +608,7 @@ class Searcher:
         method: str = "hybrid",
     ) -> dict[str, Any]:
         """Records like an indexed record ("more like this"), the record itself left out."""
+        self._check(filters)
         pos = self.index.position(record_id)
         if pos is None:
             raise NotFoundError(
@@ -625,6 +629,17 @@ class Searcher:
         )
         terms = self._vocab_terms(tokens)
         return self._response({"record_id": record_id}, hits, terms, filters, k, offset, method)
+
+    def _check(self, filters: Filters | None) -> None:
+        """Refuse filters no record can match by mistake (see `check_filters`), and theme
+        ids that are not themes of the active model."""
+        from themes.queries import check_theme_ids
+
+        if filters is None:
+            return
+        check_filters(filters)
+        if filters.theme is not None:
+            check_theme_ids(self.store, filters.theme)
 
     def _distinctive_tokens(self, pos: int, limit: int = 64) -> list[int]:
         """A record's rarest terms: a long record's every word would drown the query."""
@@ -751,7 +766,11 @@ def make_filters(
     status: Sequence[str] | str | None = None,
     theme: Sequence[int] | int | None = None,
 ) -> Filters:
-    """Filters from loose arguments: a single value or a list; dates as ISO strings too."""
+    """Filters from loose arguments: a single value or a list; dates as YYYY-MM-DD too.
+
+    An unknown kind, a malformed date or `since` after `until` is a ThemesError naming the
+    option and the value.
+    """
 
     def many(v: Any) -> list[Any] | None:
         if v is None:
@@ -761,22 +780,40 @@ def make_filters(
     def day(v: date | str | None, name: str) -> date | None:
         if v is None or isinstance(v, date):
             return v
+        bad = ThemesError(f"--{name} '{v}' is not a date; use YYYY-MM-DD.")
+        if not _ISO_DAY.fullmatch(v.strip()):
+            raise bad
         try:
-            return date.fromisoformat(v)
+            return date.fromisoformat(v.strip())
         except ValueError as e:
-            raise ThemesError(f"--{name} '{v}' is not a date; use YYYY-MM-DD.") from e
+            raise bad from e
 
-    return Filters(
-        kind=many(kind),
-        site=many(site),
-        location=many(location),
-        specialty=many(specialty),
-        severity=many(severity),
-        status=many(status),
-        theme=many(theme),
-        since=day(since, "since"),
-        until=day(until, "until"),
+    return check_filters(
+        Filters(
+            kind=many(kind),
+            site=many(site),
+            location=many(location),
+            specialty=many(specialty),
+            severity=many(severity),
+            status=many(status),
+            theme=many(theme),
+            since=day(since, "since"),
+            until=day(until, "until"),
+        )
     )
+
+
+def check_filters(filters: Filters) -> Filters:
+    """`filters`, if each kind is a record kind and `since` is not after `until`; else a
+    ThemesError naming the option and the value."""
+    for k in filters.kind or ():
+        check_kind(k)
+    if filters.since is not None and filters.until is not None and filters.since > filters.until:
+        raise ThemesError(
+            f"--since {filters.since.isoformat()} is after --until {filters.until.isoformat()}; "
+            "no record can match."
+        )
+    return filters
 
 
 def search(
@@ -791,10 +828,9 @@ def search(
     """One search with the configured store and index (opens them; see `Searcher`)."""
     from themes.settings import load_settings
 
+    checked = make_filters(**filters)  # a bad filter fails before the index is opened
     with Searcher(settings or load_settings()) as searcher:
-        return searcher.search(
-            text, filters=make_filters(**filters), k=k, offset=offset, method=method
-        )
+        return searcher.search(text, filters=checked, k=k, offset=offset, method=method)
 
 
 def search_summary(store: Store, settings: Settings) -> dict[str, Any]:
