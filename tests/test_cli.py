@@ -188,3 +188,58 @@ def test_recommendation_ids_are_never_cut_at_80_columns(settings, monkeypatch) -
     assert "ockenden-2022-iea-10" in first_cells
     listed = json.loads(runner.invoke(app, ["recommendations", "list", "--json"]).stdout)
     assert {r["id"] for r in listed} <= first_cells
+
+
+def _pfd_export(tmp_path: Path) -> Path:
+    rows = [
+        {"id": "2020-0001", "url": "u1", "date": "2020-03-04", "receiver": "The Trust",
+         "concerns": "1. There was no falls risk assessment.\n2. Bed rails were not checked."},
+        {"id": "2020-0002", "url": "u2", "date": "2020-05-12", "receiver": "The Trust",
+         "concerns": "Staff were not trained to use the early warning score."},
+        {"id": "2020-0003", "url": "u3", "date": "2020-06-01", "receiver": "NHS England",
+         "concerns": ""},
+    ]  # fmt: skip
+    path = tmp_path / "pfd.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_recommendations_import_pfd_reads_the_data_rows(settings, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(
+        "themes.steps.clean_texts_for_evaluation", lambda settings, texts: list(texts)
+    )
+    path = _pfd_export(tmp_path)
+    result = runner.invoke(app, ["recommendations", "import", str(path), "--format", "pfd"])
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.stdout.split())
+    assert "pfd.csv: 3 read: 3 new, 0 updated, 0 unchanged, 1 rejected" in shown
+    assert "themes recommendations rejects" in shown
+    again = runner.invoke(
+        app, ["recommendations", "import", str(path), "--format", "pfd", "--json"]
+    )
+    assert json.loads(again.stdout)["read"] == 3
+
+
+def test_recommendations_rejects_lists_file_row_and_reason(settings, tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "local.csv"
+    pd.DataFrame(
+        [
+            {"id": "r1", "source": "Local review", "text": "Check bed rails."},
+            {"id": "r2", "source": "Local review", "text": ""},
+            {"id": "r1", "source": "Local review", "text": "Duplicate."},
+        ]
+    ).to_csv(path, index=False)
+    assert runner.invoke(app, ["recommendations", "import", str(path)]).exit_code == 0
+    result = runner.invoke(app, ["recommendations", "rejects", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {"file": str(path), "row_number": 3, "reason": "'text' is empty"},
+        {"file": str(path), "row_number": 4, "reason": "duplicate id 'r1' (first at row 2)"},
+    ]
+    limited = json.loads(
+        runner.invoke(app, ["recommendations", "rejects", "--json", "--limit", "1"]).stdout
+    )
+    assert len(limited) == 1
+    table = runner.invoke(app, ["recommendations", "rejects"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "'text' is empty" in table.stdout
+    assert any("local.csv" in line and "│ 3 " in line for line in table.stdout.splitlines())

@@ -75,6 +75,33 @@ def test_split_concerns_without_markers_is_one_item_and_boilerplate_alone_is_non
     assert len(split_concerns(stray)) == 1
 
 
+def test_split_concerns_numbered_items_on_one_line() -> None:
+    bracketed = (
+        "(1) There was no falls risk assessment. (2) Bed rails were not checked. "
+        "(3) Staff were not trained."
+    )
+    assert split_concerns(PREAMBLE + bracketed) == [
+        "There was no falls risk assessment.",
+        "Bed rails were not checked.",
+        "Staff were not trained.",
+    ]
+    # a number inside a sentence ("section 3.", "aged 2)") is not a marker
+    dotted = (
+        "1. There was no falls risk assessment, contrary to section 3. of the policy. "
+        "2. Bed rails were not checked. 3. Staff were not trained."
+    )
+    items = split_concerns(dotted)
+    assert len(items) == 3 and "section 3. of the policy" in items[0]
+    closing = "1) The child, aged 2) the dose, was not weighed. 2) Staff were not trained."
+    assert split_concerns(closing) == [
+        "The child, aged 2) the dose, was not weighed.",
+        "Staff were not trained.",
+    ]
+    # numbers that do not start at 1 and count up do not split
+    prose = "The ward had 12 beds. 3. was the bay where she fell. 5. staff were on shift."
+    assert split_concerns(prose) == [prose]
+
+
 def _pfd_rows() -> list[dict[str, str]]:
     return [
         {
@@ -138,6 +165,16 @@ def test_pfd_import_splits_concerns_and_keeps_report_date_and_recipients(tmp_pat
     assert any("unreadable date" in w for w in res.warnings)
     # nothing lost: every row is either an item source or a rejection with a reason
     assert len({r.document for r in res.recommendations}) + len(res.rejected) == 4
+
+
+def test_pfd_import_reads_as_many_rows_as_the_file_has(tmp_path: Path, store) -> None:  # noqa: ANN001
+    path = _csv(tmp_path / "pfd.csv", _pfd_rows(), ["id", "url", "date", "receiver", "concerns"])
+    with path.open("a", encoding="utf-8") as f:
+        f.write("\n")  # a blank trailing line is not a row
+    # 4 data rows: one report with two items, one with one, two rejected
+    report = import_file(store, path, "pfd", deidentify=lambda texts: list(texts))
+    assert report["read"] == 4
+    assert (report["inserted"], report["rejected"]) == (3, 2)
 
 
 def test_pfd_missing_column_names_file_and_column(tmp_path: Path) -> None:
@@ -220,6 +257,34 @@ def test_yaml_and_json_sets_with_defaults(tmp_path: Path) -> None:
         load_file(bad)
 
 
+def test_yaml_and_json_entry_date_is_kept_and_gives_the_year(tmp_path: Path, store) -> None:  # noqa: ANN001
+    y = tmp_path / "dated.yaml"
+    y.write_text(
+        "defaults:\n  source: Review A\n"
+        "recommendations:\n"
+        "  - id: d1\n    text: Dated, no year.\n    date: 2023-05-01\n"
+        "  - id: d2\n    text: Dated and a matching year.\n    date: 2021-02-03\n"
+        "    year: 2021\n"
+        "  - id: d3\n    text: Year and date disagree.\n    date: 2021-02-03\n    year: 2020\n"
+        "  - id: d4\n    text: Not a date.\n    date: soon\n"
+    )
+    res = load_file(y)
+    d1, d2 = res.recommendations
+    assert d1.date is not None and d1.date.isoformat() == "2023-05-01" and d1.year == 2023
+    assert d2.date is not None and d2.date.isoformat() == "2021-02-03" and d2.year == 2021
+    got = {(r.row, r.reason.split(":")[0]) for r in res.rejected}
+    assert got == {
+        (3, "'year' 2020 does not match 'date' 2021-02-03"),
+        (4, "'date' is not a date (use yyyy-mm-dd)"),
+    }
+    save(store, res, file=str(y))
+    assert [r.date for r in load_store(store)] == [d1.date, d2.date]
+    j = tmp_path / "dated.json"
+    j.write_text(json.dumps([{"id": "j1", "source": "B", "text": "Do.", "date": "2019-07-08"}]))
+    (rec,) = load_file(j).recommendations
+    assert rec.as_dict()["date"] == "2019-07-08" and rec.year == 2019
+
+
 def test_unknown_suffix_asks_for_format(tmp_path: Path) -> None:
     p = tmp_path / "recs.txt"
     p.write_text("x")
@@ -258,6 +323,21 @@ def test_save_is_idempotent_and_keeps_rejects(tmp_path: Path, store) -> None:  #
 def test_duplicate_ids_across_files_in_the_folder_are_rejected(tmp_path: Path, store) -> None:  # noqa: ANN001
     _csv(tmp_path / "a.csv", [{"id": "x1", "source": "A", "text": "From A."}])
     _csv(tmp_path / "b.csv", [{"id": "x1", "source": "B", "text": "From B."}])
+    _csv(tmp_path / "c.csv", [{"id": "c1", "source": "C", "text": "From C."}] * 2)
     report = sync_dir(store, tmp_path)
-    assert report["inserted"] == 1 and report["rejected"] == 1
-    assert load_store(store)[0].source == "A"
+    assert report["read"] == 4
+    assert report["inserted"] == 2 and report["rejected"] == 2
+    assert {r.id: r.source for r in load_store(store)} == {"c1": "C", "x1": "A"}
+    # every rejected row is listed with its file and row number
+    assert list_rejects(store) == [
+        {
+            "file": str(tmp_path / "b.csv"),
+            "row_number": 2,
+            "reason": f"duplicate id 'x1' (also in {tmp_path / 'a.csv'} row 2)",
+        },
+        {
+            "file": str(tmp_path / "c.csv"),
+            "row_number": 3,
+            "reason": "duplicate id 'c1' (first at row 2)",
+        },
+    ]

@@ -1,6 +1,6 @@
 """CLI commands for recommendations, links and actions.
 
-`themes recommendations import|list`, `themes links THEME_ID`, `themes link-case
+`themes recommendations import|list|rejects`, `themes links THEME_ID`, `themes link-case
 RECORD_ID`, `themes actions add|update|list|history`.
 """
 
@@ -73,6 +73,11 @@ def register(app: typer.Typer) -> None:
         )
         for w in report["warnings"]:
             console.print(f"warning: {w}", highlight=False)
+        if report["rejected"]:
+            console.print(
+                "Rejected rows (file, row, reason): `themes recommendations rejects`.",
+                highlight=False,
+            )
 
     @recs_app.command("list")
     def list_cmd(
@@ -104,6 +109,36 @@ def register(app: typer.Typer) -> None:
             table.add_column(name, overflow="fold")
         for r in rows:
             table.add_row(r["id"], r["source"][:60], r["number"], r["title"] or r["text"][:60])
+        console.print(table)
+
+    @recs_app.command("rejects")
+    def rejects_cmd(
+        limit: Annotated[int, typer.Option(min=1, help="Show at most this many rows.")] = 100,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """List rows that imports rejected: file, row number, reason."""
+        from rich.table import Table
+
+        from themes import steps
+        from themes.cli import _emit_json, _guard, _settings, console
+        from themes.recommendations import list_rejects, sync_dir
+
+        def run() -> list[dict[str, Any]]:
+            settings = _settings()
+            store = steps.open_store(settings)
+            sync_dir(store, settings.links.recommendations_dir)
+            return list_rejects(store, limit=limit)
+
+        rows = _guard(run)
+        if as_json:
+            _emit_json(rows)
+            return
+        if not rows:
+            console.print("No rejected rows.")
+            return
+        table = Table("file", "row", "reason")
+        for r in rows:
+            table.add_row(r["file"], str(r["row_number"]), r["reason"])
         console.print(table)
 
     @app.command("links")

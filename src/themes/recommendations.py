@@ -48,6 +48,8 @@ FIELDS: tuple[str, ...] = (
     "tags",
 )
 REQUIRED: tuple[str, ...] = ("id", "source", "text")
+KEYS: tuple[str, ...] = (*FIELDS, "document", "date")
+"""Every key an entry (or `defaults`) may have: the fields plus `document` and `date`."""
 PFD_COLUMNS: tuple[str, ...] = ("url", "date", "receiver", "concerns")
 """Columns a PFD export must have (the public datasets also carry coroner, area,
 investigation and circumstances, which are not needed to build concern items)."""
@@ -123,6 +125,10 @@ class LoadResult:
     recommendations: list[Recommendation] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    read: int = 0
+    """Data rows (or entries) read, loaded or rejected; a PFD row can give several items."""
+    rows: dict[str, int] = field(default_factory=dict)
+    """The row (or entry number) each recommendation came from, by id."""
 
 
 # -- loaders ---------------------------------------------------------------------------------
@@ -185,13 +191,16 @@ def load_dir(directory: Path) -> LoadResult:
         res = load_file(path)
         out.rejected += res.rejected
         out.warnings += res.warnings
+        out.read += res.read
         for rec in res.recommendations:
+            row = res.rows.get(rec.id, 0)
             if rec.id in seen:
                 out.rejected.append(
-                    Rejected(str(path), 0, f"duplicate id '{rec.id}' (also in {seen[rec.id]})")
+                    Rejected(str(path), row, f"duplicate id '{rec.id}' (also in {seen[rec.id]})")
                 )
                 continue
-            seen[rec.id] = str(path)
+            seen[rec.id] = f"{path} row {row}"
+            out.rows[rec.id] = row
             out.recommendations.append(rec)
     return out
 
@@ -232,15 +241,16 @@ def _from_entries(
     path: Path, entries: Iterable[Any], *, defaults: dict[str, Any], first_row: int
 ) -> LoadResult:
     out = LoadResult()
-    unknown_defaults = sorted(set(defaults) - set(FIELDS) - {"document"})
+    unknown_defaults = sorted(set(defaults) - set(KEYS))
     if unknown_defaults:
         raise RecommendationError(
             f"{path}: unknown field(s) in defaults: {', '.join(unknown_defaults)}; "
-            f"fields are {', '.join(FIELDS)}."
+            f"fields are {', '.join(KEYS)}."
         )
     seen: dict[str, int] = {}
     for i, entry in enumerate(entries):
         row = first_row + i
+        out.read += 1
         if not isinstance(entry, dict):
             out.rejected.append(
                 Rejected(str(path), row, "entry is not a mapping", {"value": entry})
@@ -263,14 +273,15 @@ def _from_entries(
             )
             continue
         seen[rec.id] = row
+        out.rows[rec.id] = row
         out.recommendations.append(rec)
     return out
 
 
 def _validate(entry: dict[str, Any], *, set_name: str) -> Recommendation:
-    unknown = sorted(set(entry) - set(FIELDS) - {"document", "date"})
+    unknown = sorted(set(entry) - set(KEYS))
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(unknown)}; fields are {', '.join(FIELDS)}")
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}; fields are {', '.join(KEYS)}")
     for name in REQUIRED:
         if not str(entry.get(name, "")).strip():
             raise ValueError(f"'{name}' is empty")
@@ -283,6 +294,11 @@ def _validate(entry: dict[str, Any], *, set_name: str) -> Recommendation:
             raise ValueError(f"'year' is not a whole number: {year_raw!r}") from None
         if not 1800 <= year <= 2200:
             raise ValueError(f"'year' {year} is out of range")
+    when = _entry_date(entry.get("date"))
+    if when is not None and year is None:
+        year = when.year
+    elif when is not None and year != when.year:
+        raise ValueError(f"'year' {year} does not match 'date' {when.isoformat()}")
     tags = entry.get("tags") or ()
     if isinstance(tags, str):
         tags = [t for t in re.split(r"[|;]", tags)]
@@ -300,7 +316,22 @@ def _validate(entry: dict[str, Any], *, set_name: str) -> Recommendation:
         tags=tuple(t.strip() for t in map(str, tags) if str(t).strip()),
         set_name=set_name,
         document=str(entry.get("document", "")).strip(),
+        date=when,
     )
+
+
+def _entry_date(value: Any) -> date | None:
+    """An entry's `date` (a YAML date, or text as `_parse_date` reads it); None if absent."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    when = _parse_date(str(value))
+    if when is None:
+        raise ValueError(f"'date' is not a date (use yyyy-mm-dd): {value!r}")
+    return when
 
 
 def _squash(text: str) -> str:
@@ -331,6 +362,12 @@ _MARKERS: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?m)^[ \t]*\(?(i|ii|iii|iv|v|vi|vii|viii|ix|x)[.)](?=\s)"),
     re.compile(r"(?m)^[ \t]*([•●▪\-–*])(?=\s)"),
 )
+_INLINE_MARKERS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(r'(?:^|(?<=[.;:!?"”])[ \t]+|\n[ \t]*)' + marker + r"(?=\s)")
+    for marker in (r"\((\d{1,2})\)", r"(\d{1,2})\.", r"(\d{1,2})\)")
+)
+"""Numbered markers within a line: (1) / 1. / 1), at the start or after a sentence ends, so
+that "aged 2) the" or "section 3. of" inside a sentence is not a marker."""
 _LEAD_MARKER = re.compile(r"^\(?(?:\d{1,2}|[a-h]|i|ii|iii|iv|v)[.)]\s+")
 MIN_ITEM_CHARS = 20
 """A concern item shorter than this is joined to the one before it."""
@@ -342,6 +379,9 @@ def split_concerns(text: str) -> list[str]:
     The coroner's standard preamble is dropped. Items are found by the first enumeration
     style that occurs at least twice at the start of a line (1. / (1), then a) / (a), then
     roman numerals, then bullets); sub-items of another style stay inside their item.
+    Failing those, items numbered within a line ("(1) ... (2) ...", "1. ... 2. ...",
+    "1) ... 2) ...") are split when each marker starts the text or follows the end of a
+    sentence and the numbers run 1, 2, 3 ...
     Text before the first marker is kept as its own item when it says more than a heading.
     Without markers the concerns are one item. Fragments under `MIN_ITEM_CHARS`
     characters are joined to the item before them.
@@ -352,22 +392,32 @@ def split_concerns(text: str) -> list[str]:
         return []
     for pattern in _MARKERS:
         matches = list(pattern.finditer(body))
-        if len(matches) < 2 or not _sequential(matches):
-            continue
-        pieces = [body[: matches[0].start()]]
-        for m, nxt in zip(matches, [*matches[1:], None], strict=True):
-            pieces.append(body[m.end() : nxt.start() if nxt else len(body)])
-        return _tidy(pieces)
+        if len(matches) >= 2 and _sequential(matches):
+            return _tidy(_cut(body, matches))
+    for pattern in _INLINE_MARKERS:
+        matches = list(pattern.finditer(body))
+        if len(matches) >= 2 and _sequential(matches, first_at_most=1):
+            return _tidy(_cut(body, matches))
     return _tidy([body])
 
 
-def _sequential(matches: list[re.Match[str]]) -> bool:
+def _cut(body: str, matches: list[re.Match[str]]) -> list[str]:
+    """The text before the first marker, then the text after each marker up to the next."""
+    pieces = [body[: matches[0].start()]]
+    for m, nxt in zip(matches, [*matches[1:], None], strict=True):
+        pieces.append(body[m.end() : nxt.start() if nxt else len(body)])
+    return pieces
+
+
+def _sequential(matches: list[re.Match[str]], *, first_at_most: int = 2) -> bool:
     """Numbered markers must count up (1, 2, 3 ...), so stray "3." lines do not split."""
     first = matches[0].group(1)
     if not first.isdigit():
         return True
     numbers = [int(m.group(1)) for m in matches if m.group(1).isdigit()]
-    return numbers[0] <= 2 and all(b == a + 1 for a, b in zip(numbers, numbers[1:], strict=False))
+    return numbers[0] <= first_at_most and all(
+        b == a + 1 for a, b in zip(numbers, numbers[1:], strict=False)
+    )
 
 
 def _tidy(pieces: list[str]) -> list[str]:
@@ -419,7 +469,7 @@ def load_pfd(path: Path) -> LoadResult:
     """
     path = Path(path)
     rows = _read_csv(path, required=PFD_COLUMNS, hint="a PFD export")
-    out = LoadResult()
+    out = LoadResult(read=len(rows))
     seen: dict[str, int] = {}
     bad_dates = 0
     for i, row in enumerate(rows):
@@ -445,6 +495,7 @@ def load_pfd(path: Path) -> LoadResult:
             bad_dates += 1
         categories = [c.strip() for c in row.get("judiciary_category", "").split("|") if c.strip()]
         for k, item in enumerate(items, start=1):
+            out.rows[f"pfd-{rid}-{k}"] = line
             out.recommendations.append(
                 Recommendation(
                     id=f"pfd-{rid}-{k}",
@@ -588,7 +639,7 @@ def save(store: Store, result: LoadResult, *, file: str) -> dict[str, Any]:
         reasons[key] = reasons.get(key, 0) + 1
     return {
         "file": file,
-        "read": len(result.recommendations) + len(result.rejected),
+        "read": result.read,
         "inserted": inserted,
         "updated": updated,
         "unchanged": unchanged,
