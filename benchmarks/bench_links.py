@@ -397,16 +397,28 @@ def demo_theme_links(*, n_records: int, seed: int) -> dict:
         "discovered_themes": discovered,
         "planted_themes": planted_scores,
         "weight_grid": ablation,
+        "theme_contrast": settings.links.theme_contrast,
+        "configured_weights": {
+            "lexical": settings.links.w_lexical,
+            "dense": settings.links.w_dense,
+            "tfidf": settings.links.w_tfidf,
+        },
     }
 
 
+CONTRASTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Theme contrasts tried on demo data (`links.theme_contrast`)."""
+
+
 def demo_weight_grid(linker, texts, groups, pairing) -> list[dict]:  # noqa: ANN001
-    """Top-1 right for the theme links under other fusion weights, from one scoring of
-    the cases: a theme's score is the mean of its cases' fused scores, which is linear in
-    the weights, so each component's per-theme mean is computed once. `groups` maps a
-    grouping's name to (each case's group or None, each group's planted topic)."""
+    """Top-1 right for the theme links under other fusion weights and theme contrasts, from
+    one scoring of the cases: a theme's score is the mean of its cases' fused scores less
+    the contrast times the mean over all cases, which is linear in the weights, so each
+    component's per-theme and overall means are computed once. `groups` maps a grouping's
+    name to (each case's group or None, each group's planted topic)."""
     comp = linker.components(texts)
     parts = {"lexical": comp.lexical, "dense": comp.dense, "tfidf": comp.tfidf}
+    overall = {k: v.mean(axis=0) for k, v in parts.items()}
     means: dict[str, list[tuple[str, dict[str, np.ndarray]]]] = {}
     for name, (keys, topic_of) in groups.items():
         means[name] = []
@@ -418,16 +430,17 @@ def demo_weight_grid(linker, texts, groups, pairing) -> list[dict]:  # noqa: ANN
         for slug, ids in pairing.items()
     }
     out = []
-    for lexical, dense, tfidf in product(
-        (0.0, 0.5, 1.0), (0.0, 0.5, 0.75, 1.0), (0.0, 0.25, 0.5, 1.0)
+    for contrast, lexical, dense, tfidf in product(
+        CONTRASTS, (0.0, 0.5, 1.0), (0.0, 0.5, 0.75, 1.0, 1.5), (0.0, 0.25, 0.5, 1.0)
     ):
         if lexical == dense == tfidf == 0:
             continue
-        row = {"lexical": lexical, "dense": dense, "tfidf": tfidf}
+        w = {"lexical": lexical, "dense": dense, "tfidf": tfidf}
+        row = {"contrast": contrast, **w}
+        base = sum(w[k] * overall[k] for k in w)
         for name, themes in means.items():
             hits = [
-                int(np.argmax(lexical * m["lexical"] + dense * m["dense"] + tfidf * m["tfidf"]))
-                in right[slug]
+                int(np.argmax(sum(w[k] * m[k] for k in w) - contrast * base)) in right[slug]
                 for slug, m in themes
             ]
             row[f"{name}_top1"] = round(float(np.mean(hits)), 4) if hits else 0.0
@@ -477,6 +490,21 @@ def demo_markdown(d: dict) -> str:
                 [[a, b, c, f"{p:.2f}", "yes" if ok else "NO"] for a, b, c, p, ok in r["rows"]],
             )
         )
+    md += ["", "### theme contrast", ""]
+    md.append(
+        "Top-1 right when a theme's score for an item is the mean of its cases' scores less "
+        "the contrast times the mean over all cases (`links.theme_contrast`; configured "
+        f"{d.get('theme_contrast')}), at the configured fusion weights, from one scoring of "
+        "the cases:"
+    )
+    md.append("")
+    cw = d.get("configured_weights", {})
+    rows = [
+        [r["contrast"], r["discovered_top1"], r["planted_top1"]]
+        for r in d["weight_grid"]
+        if all(r[k] == cw.get(k) for k in ("lexical", "dense", "tfidf"))
+    ]
+    md.append(md_table(["contrast", "discovered top-1 right", "planted top-1 right"], rows))
     md += ["", "Command: `nice -n 10 .venv/bin/python benchmarks/bench_links.py --demo-only`"]
     return "\n".join(md)
 

@@ -37,6 +37,7 @@ def test_tokens_drop_placeholders_and_stop_words_and_stem() -> None:
     assert stem("falls") == stem("fall") == "fall"
     assert stem("assessed") == "assess" and stem("assessing") == "assess"
     assert "floor" in got and got.count("fall") == 2
+    assert tokens("Patients and the patient's wife") == ["wife"]  # patient: in nearly every text
 
 
 def test_passages_group_sentences_and_keep_list_items_apart() -> None:
@@ -164,6 +165,41 @@ def test_linker_ranks_the_recommendation_written_for_the_topic_first(embedder) -
     lk = Linker(encoder=embedder, weights=Weights(document=1.0)).fit(two)
     s = lk.score(["Bed rails were not checked and the night shift was short-staffed."])[0]
     assert s[1] > s[2]
+
+
+class _FixedScores:
+    """Stands in for a fitted Linker's scoring step only: fixed final scores per case."""
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+        self.ids_ = ["generic", "for-a", "for-b"]
+        self.weights = Weights()
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        return np.array([self.table[t] for t in texts])
+
+
+def test_theme_links_rank_what_a_theme_matches_more_than_cases_in_general() -> None:
+    from themes.links import compute_links
+    from themes.settings import LinkSettings
+
+    # every case matches "generic" best; theme 1's cases match "for-a" nearly as well,
+    # theme 2's match "for-b" a little
+    linker = _FixedScores({"a": [2.0, 1.8, -1.0], "b": [2.0, -1.0, 1.2]})
+    rows = [(f"r{i}", 1, "a", "h") for i in range(3)] + [(f"s{i}", 2, "b", "h") for i in range(3)]
+
+    def top(contrast: float) -> dict[int, str]:
+        got = compute_links(linker, rows, LinkSettings(theme_contrast=contrast))["themes"]
+        return {tid: linker.ids_[ranked[0]["rec_index"]] for tid, ranked in got.items()}
+
+    assert top(0.0) == {1: "generic", 2: "generic"}
+    assert top(0.5) == {1: "for-a", 2: "for-b"}
+    got = compute_links(linker, rows, LinkSettings(theme_contrast=0.5))["themes"][1][0]
+    # score: 1.8 less half the mean over all cases (0.4); probability: from the plain mean
+    assert got["score"] == pytest.approx(1.6)
+    assert got["probability"] == pytest.approx(float(Weights().probability(1.8, n_items=3)))
+    with pytest.raises(ValueError, match="theme_contrast"):
+        LinkSettings(theme_contrast=1.5)
 
 
 def _copy_store(src_root: Path, dst_root: Path) -> None:

@@ -48,6 +48,7 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+# English function words, titles, and "patient", which nearly every case and item holds
 _STOP_TEXT = """
 a about above after again against all also am an and any are as at be because been
 before being below between both but by can could did do does doing down during each few
@@ -56,7 +57,7 @@ in into is it its itself just me more most my myself no nor not now of off on on
 or other our ours ourselves out over own same she should so some such than that the
 their theirs them themselves then there these they this those through to too under until
 up very was we were what when where which while who whom why will with would you your
-yours yourself yourselves mr mrs ms miss dr may must upon within without
+yours yourself yourselves mr mrs ms miss dr may must upon within without patient patients
 """
 STOP_WORDS = frozenset(_STOP_TEXT.split())
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+\]")
@@ -139,9 +140,9 @@ class Weights:
     dense: float = 1.0
     document: float = 0.5
     tfidf: float = 1.0
-    calibration_slope: float = 0.3356
-    calibration_size: float = -1.1298
-    calibration_intercept: float = 0.1657
+    calibration_slope: float = 0.3294
+    calibration_size: float = -1.1088
+    calibration_intercept: float = 0.1903
 
     def probability(self, score: np.ndarray | float, *, n_items: np.ndarray | int) -> np.ndarray:
         """Calibrated probability that a link with this final score is right, in a corpus

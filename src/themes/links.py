@@ -227,15 +227,20 @@ def compute_links(
     """Each case's top recommendations and each theme's ranked recommendations.
 
     `rows` are (record_id, theme_id, de-identified text, clean hash); theme -1 (outliers)
-    gets no theme links. A theme's score for a recommendation is the mean final score of
-    its cases; its probability comes from the linker's calibration. Records are scored in
-    blocks of `BLOCK`, so memory stays bounded for large stores.
+    gets no theme links. A theme's links are ranked by what its cases match more than the
+    trust's cases in general: its score for a recommendation is the mean final score of its
+    cases less `links.theme_contrast` times the mean over all rows, so an item that every
+    case matches a little (being kept informed, candour) does not top every theme. Its
+    probability comes from the linker's calibration of the plain mean (the calibration is
+    fitted on single queries, which have no contrast). Records are scored in blocks of
+    `BLOCK`, so memory stays bounded for large stores.
     """
     n_recs = len(linker.ids_)
     theme_ids = sorted({tid for _, tid, _, _ in rows if tid >= 0})
     index = {t: i for i, t in enumerate(theme_ids)}
     sums = np.zeros((len(theme_ids), n_recs))
     counts = np.zeros(len(theme_ids))
+    all_sum = np.zeros(n_recs)
     case_top: dict[str, list[tuple[int, float]]] = {}
     e = links.evidence_cases
     # per theme: the best e cases for every recommendation (scores and row numbers)
@@ -245,6 +250,7 @@ def compute_links(
         block = rows[start : start + BLOCK]
         scores = linker.score([r[2] for r in block])
         tids = np.array([r[1] for r in block])
+        all_sum += scores.sum(axis=0)
         for i, rid in enumerate(r[0] for r in block):
             order = np.argsort(-scores[i])[: links.case_top_k]
             case_top[rid] = [(int(j), float(scores[i, j])) for j in order]
@@ -259,15 +265,17 @@ def compute_links(
             keep = np.argsort(-cand_s, axis=0)[:e]
             best_score[tid] = np.take_along_axis(cand_s, keep, axis=0)
             best_row[tid] = np.take_along_axis(cand_r, keep, axis=0)
+    base = all_sum / max(len(rows), 1)
     themes: dict[int, list[dict[str, Any]]] = {}
     for tid, i in index.items():
         mean = sums[i] / max(counts[i], 1)
-        order = np.argsort(-mean)[: links.theme_top_k]
+        lifted = mean - links.theme_contrast * base
+        order = np.argsort(-lifted, kind="stable")[: links.theme_top_k]
         probs = linker.weights.probability(mean[order], n_items=n_recs)
         themes[tid] = [
             {
                 "rec_index": int(j),
-                "score": float(mean[j]),
+                "score": float(lifted[j]),
                 "probability": float(p),
                 "strong": bool(p >= links.strong_link_probability),
                 "n_cases": int(counts[i]),

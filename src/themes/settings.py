@@ -248,16 +248,16 @@ class LinkSettings(_Section):
     on PFD data found no gain)."""
     w_tfidf: float = 1.0
     """Weight of the standardised TF-IDF cosine (words and word pairs)."""
-    calibration_slope: float = 0.3356
+    calibration_slope: float = 0.3294
     """Calibration of the strong-link probability, sigmoid(slope * score + size *
     ln(number of recommendations) + intercept): fitted on PFD data scored against
     sub-corpora of 3 to all 1,143 reports by benchmarks/bench_links.py (see
     benchmarks/results/links_pfd.md), so it holds for a small set as for a large one."""
-    calibration_size: float = -1.1298
-    calibration_intercept: float = 0.1657
+    calibration_size: float = -1.1088
+    calibration_intercept: float = 0.1903
     strong_link_probability: float = 0.5
     """Calibrated probability at or above which a link is called strong."""
-    bm25_k1: float = 0.9
+    bm25_k1: float = 0.7
     bm25_b: float = 1.0
     """BM25 k1 / b of the linker, tuned on PFD data with the fusion weights."""
     passage_words: int = 60
@@ -266,6 +266,10 @@ class LinkSettings(_Section):
     """Recommendations kept per case."""
     theme_top_k: int = 10
     """Recommendations kept per theme."""
+    theme_contrast: float = Field(default=0.5, ge=0.0, le=1.0)
+    """A theme's links are ranked by the mean score of its cases less this share of the
+    mean over all cases, so that an item every case matches a little does not top every
+    theme (0: the plain mean; chosen on demo data, benchmarks/bench_links.py --demo-only)."""
     evidence_cases: int = 3
     """Best-matching cases shown as evidence for each theme link."""
     evidence_links: int = 3
