@@ -303,6 +303,22 @@ def load_fft(settings) -> tuple[list[str], list[str]]:  # noqa: ANN001
     )
 
 
+def tfidf_rankings(texts: list[str], sample: list[int], n: int = 10) -> list[np.ndarray]:
+    """Top-n positions by the linker's TF-IDF cosine (words and word pairs) for each
+    sampled text against all the others (itself left out): a comparison, not the product."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from themes.linker import tfidf_text
+
+    vec = TfidfVectorizer(
+        preprocessor=tfidf_text, ngram_range=(1, 2), sublinear_tf=True, stop_words="english"
+    )
+    matrix = vec.fit_transform(texts)
+    sims = (matrix[sample] @ matrix.T).toarray()
+    sims[np.arange(len(sample)), sample] = -np.inf
+    return [np.argsort(-row, kind="stable")[:n] for row in sims]
+
+
 def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
     texts, labels = load_fft(settings)
     keep = [i for i, t in enumerate(texts) if t.strip()]
@@ -319,6 +335,7 @@ def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
         "hybrid": fused(lists, s.fusion, s.rrf_k, s.dense_weight),
         "bm25": [b[0] for b, _ in lists],
         "dense": [d[0] for _, d in lists],
+        "TF-IDF cosine (not in the product)": tfidf_rankings(texts, sample),
     }
     out = {}
     for name, rankings in methods.items():
