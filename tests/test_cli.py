@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -243,3 +244,65 @@ def test_recommendations_rejects_lists_file_row_and_reason(settings, tmp_path) -
     table = runner.invoke(app, ["recommendations", "rejects"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "'text' is empty" in table.stdout
     assert any("local.csv" in line and "│ 3 " in line for line in table.stdout.splitlines())
+
+
+def _all_commands() -> list[list[str]]:
+    import typer.main
+
+    def walk(group, prefix: list[str]) -> list[list[str]]:  # noqa: ANN001
+        found = [prefix]
+        for name, sub in getattr(group, "commands", {}).items():
+            found += walk(sub, [*prefix, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("command", _all_commands(), ids=lambda c: " ".join(["themes", *c]))
+def test_help_shows_flags_without_a_value_type(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output and "BOOLEAN" not in result.output
+    rows = [line.split() for line in result.output.splitlines()]
+    assert ["--help", "Show", "this", "message", "and", "exit."] in rows  # no value type
+
+
+def test_run_help_shows_refit_as_a_pair_of_flags() -> None:
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "120"})
+    rows = [line.split()[:3] for line in result.output.splitlines()]
+    assert ["--refit", "/", "--no-refit"] in rows
+    assert ["--json", "Print", "JSON"] in rows
+
+
+def test_runs_json_has_summary_object_and_iso_utc_times(store) -> None:  # noqa: ANN001
+    import re
+
+    from themes.store import runs
+
+    store.start_run("r1")
+    store.finish_run("r1", "completed", {"status": "completed", "totals": {"raw_records": 2}})
+    with store.begin() as conn:
+        conn.execute(
+            runs.insert().values(
+                run_id="r0",
+                started_at=datetime(2026, 11, 25, 2, 0, 0, 123456),
+                status="failed",
+                summary="oops",
+            )
+        )
+    result = runner.invoke(app, ["runs", "--json"])
+    assert result.exit_code == 0, result.output
+    latest, older = json.loads(result.stdout)
+    assert latest["summary"] == {"status": "completed", "totals": {"raw_records": 2}}
+    iso_utc = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+    assert re.fullmatch(iso_utc, latest["started_at"])
+    assert re.fullmatch(iso_utc, latest["finished_at"])
+    assert older == {
+        "run_id": "r0",
+        "started_at": "2026-11-25T02:00:00+00:00",
+        "finished_at": None,
+        "status": "failed",
+        "summary": {"unparsed": "oops"},
+    }
+    table = runner.invoke(app, ["runs"], env={"COLUMNS": "120"})
+    assert table.exit_code == 0 and "2026-11-25T02:00:00+00:00" in table.stdout

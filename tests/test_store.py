@@ -83,3 +83,21 @@ def test_transactions_roll_back_on_error(store: Store) -> None:
         conn.execute(raw_records.insert().values(**_raw("A")))
         conn.execute(raw_records.insert().values(**_raw("A")))
     assert store.counts()["raw_records"] == 0
+
+
+def test_last_runs_give_back_the_summary_as_a_dict(store: Store) -> None:
+    from themes.store import runs
+
+    store.start_run("good")
+    store.finish_run("good", "completed", {"status": "completed", "totals": {"raw_records": 3}})
+    store.start_run("open")
+    with store.begin() as conn:  # a summary written by hand or by an older version
+        conn.execute(
+            runs.insert().values(
+                run_id="bad", started_at=utcnow(), status="completed", summary="not json {"
+            )
+        )
+    summaries = {r["run_id"]: r["summary"] for r in store.last_runs()}
+    assert summaries["good"] == {"status": "completed", "totals": {"raw_records": 3}}
+    assert summaries["bad"] == {"unparsed": "not json {"}
+    assert summaries["open"] is None

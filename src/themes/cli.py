@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain Click-style help: Typer's Rich panels print a type such as `<bool>` beside
+    # every flag (even --help), as if the flag took a value
+    rich_markup_mode=None,
 )
 # user text (labels, actions, owners, snippets) can hold square brackets, so Rich markup
 # is off by default; styled lines ask for it (markup=True) and escape what they show
@@ -368,16 +372,23 @@ def runs(limit: Annotated[int, typer.Option(min=1)] = 10, as_json: JsonOpt = Fal
     """Recent runs with their status."""
     from themes import steps
 
-    rows = _guard(lambda: steps.open_store(_settings()).last_runs(limit))
+    stored = _guard(lambda: steps.open_store(_settings()).last_runs(limit))
+    rows = [
+        {**r, "started_at": _utc_iso(r["started_at"]), "finished_at": _utc_iso(r["finished_at"])}
+        for r in stored
+    ]
     if as_json:
         _emit_json(rows)
         return
     table = Table("run", "started", "finished", "status")
     for r in rows:
-        table.add_row(
-            r["run_id"][:8], str(r["started_at"]), str(r["finished_at"] or "-"), r["status"]
-        )
+        table.add_row(r["run_id"][:8], r["started_at"], r["finished_at"] or "-", r["status"])
     console.print(table)
+
+
+def _utc_iso(at: datetime | None) -> str | None:
+    """ISO 8601 with the offset, for a naive UTC time from the store."""
+    return at.replace(tzinfo=UTC).isoformat(timespec="seconds") if at else None
 
 
 def _progress() -> Progress:

@@ -293,11 +293,16 @@ class Store:
             )
 
     def last_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest runs, newest first; `summary` is the dict given to `finish_run`.
+
+        Times are naive UTC (as `utcnow` writes them). A summary that is not a JSON
+        object comes back as `{"unparsed": <stored text>}`; an unfinished run's is None.
+        """
         with self.connect() as conn:
             rows = conn.execute(
                 sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
             ).mappings()
-            return [dict(r) for r in rows]
+            return [{**r, "summary": _run_summary(r["run_id"], r["summary"])} for r in rows]
 
     # -- embeddings cache ------------------------------------------------------------
     def get_embeddings(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -343,6 +348,19 @@ class Store:
                 t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
                 for t in (raw_records, quarantine, clean_texts, embeddings, assignments)
             }
+
+
+def _run_summary(run_id: str, text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        summary = json.loads(text)
+    except json.JSONDecodeError:
+        summary = None
+    if not isinstance(summary, dict):
+        log.warning("run %s: stored summary is not a JSON object; kept as text", run_id)
+        return {"unparsed": text}
+    return summary
 
 
 def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
