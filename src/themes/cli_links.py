@@ -300,9 +300,10 @@ def register(app: typer.Typer) -> None:
         rec_id: Annotated[str | None, typer.Option("--rec", help="One recommendation.")] = None,
         theme: Annotated[int | None, typer.Option(help="One theme.")] = None,
         status: Annotated[str | None, typer.Option(help="One status.")] = None,
-        overdue: Annotated[bool, typer.Option(help="Only overdue actions.")] = False,
+        overdue: Annotated[bool, typer.Option("--overdue", help="Only overdue actions.")] = False,
         flagged: Annotated[
-            bool, typer.Option(help="Overdue actions and strong links with no action.")
+            bool,
+            typer.Option("--flagged", help="Overdue actions and strong links with no action."),
         ] = False,
         as_json: JsonOpt = False,
     ) -> None:
