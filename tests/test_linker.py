@@ -260,6 +260,11 @@ def test_demo_theme_links_top_link_is_the_planted_pairing(
     first_ids = {x["link_id"] for tid in members for x in theme_links(store, tid)}
     again = update_links(store, settings, embedder=embedder)
     assert again["recomputed"] is False  # nothing changed
+    import themes.links as links_mod
+
+    monkeypatch.setattr(links_mod, "SCORING_VERSION", links_mod.SCORING_VERSION + 1)
+    upgraded = update_links(store, settings, embedder=embedder)
+    assert upgraded["recomputed"] is True  # a scoring change recomputes stored links
     assert {x["link_id"] for tid in members for x in theme_links(store, tid)} == first_ids
     some = next(iter(planted))
     got = case_links(store, some)

@@ -48,6 +48,10 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+SCORING_VERSION = 2
+"""Bumped when a change to the tokens or the scoring changes the links, so that the nightly
+flow recomputes stored links after an upgrade (it is part of their fingerprint)."""
+
 # English function words, titles, and "patient", which nearly every case and item holds
 _STOP_TEXT = """
 a about above after again against all also am an and any are as at be because been

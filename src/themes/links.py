@@ -28,7 +28,7 @@ from themes import recommendations as rec_mod
 from themes.actions import OPEN_STATUSES, link_actions, list_actions
 from themes.actions import ensure_tables as ensure_action_tables
 from themes.errors import NotFoundError
-from themes.linker import Linker, Weights, passages, tokens
+from themes.linker import SCORING_VERSION, Linker, Weights, passages, tokens
 from themes.recommendations import Recommendation
 from themes.settings import LinkSettings, Settings
 from themes.store import Store, assignments, clean_texts, metadata, themes_table, utcnow
@@ -195,6 +195,7 @@ def update_links(store: Store, settings: Settings, *, embedder: Any = None) -> d
             active["model_id"],
             rec_mod.corpus_hash(recs),
             settings.section_hash("links", "embed"),
+            f"scoring {SCORING_VERSION}",
             *(f"{rid}:{tid}:{h}" for rid, tid, _, h in rows),
         ]
     )
