@@ -267,6 +267,28 @@ def test_help_shows_flags_without_a_value_type(command: list[str]) -> None:
     assert ["--help", "Show", "this", "message", "and", "exit."] in rows  # no value type
 
 
+@pytest.mark.parametrize("command", _all_commands(), ids=lambda c: " ".join(["themes", *c]))
+def test_help_names_every_value_in_plain_capitals(command: list[str]) -> None:
+    import re
+
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    for python_type in ("<str>", "<int", "<float", "<list[", "<path>", "<Path>", "{"):
+        assert python_type not in result.output, (python_type, result.output)
+    metavar = r"\[?[A-Z][A-Z0-9_-]*\]?(\.\.\.)?"  # THEME_ID, [THEME_ID], FILE..., YYYY-MM-DD
+    usage = result.output.splitlines()[0].split()
+    assert usage[: 2 + len(command)] == ["Usage:", "root", *command]
+    assert all(re.fullmatch(metavar, piece) for piece in usage[2 + len(command) :]), usage
+    section = ""
+    for line in result.output.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            section = line
+        elif section in ("Arguments:", "Options:") and re.match(r"  \S", line):
+            names = re.split(r"\s{2,}", line.strip())[0].split()
+            values = [n for n in names if not n.startswith("-") and n != "/"]
+            assert all(re.fullmatch(metavar, v) for v in values), line
+
+
 def test_run_help_shows_refit_as_a_pair_of_flags() -> None:
     result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "120"})
     rows = [line.split()[:3] for line in result.output.splitlines()]

@@ -17,11 +17,58 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand
 
 from themes.errors import RunLockedError, ThemesError
 from themes.records import KINDS
 
-app = typer.Typer(
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose help names its arguments the Unix way, as options are named.
+
+    Typer prints an argument as `{theme_id}` in the usage line and `theme_id <int>` in
+    the list below it; this prints its metavar alone (`THEME_ID`, `[THEME_ID]`, `FILE...`).
+    """
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = _argument_metavar(param)
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(param, TyperArgument):
+                arguments.append((_argument_metavar(param), record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_metavar(param: TyperArgument) -> str:
+    name = param.metavar or (param.name or "").upper()
+    return name + ("..." if param.nargs != 1 else "")
+
+
+class ThemesTyper(typer.Typer):
+    """A Typer app whose commands default to `PlainHelpCommand`."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or PlainHelpCommand, **kwargs)
+
+
+app = ThemesTyper(
     help="Learning themes from NHS incidents, complaints and claims.",
     no_args_is_help=True,
     add_completion=False,
@@ -38,6 +85,10 @@ err = Console(stderr=True, markup=False)
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (stable shape, see docs/cli.md).")
 ]
+ThemeIdArg = Annotated[
+    int, typer.Argument(metavar="THEME_ID", help="Theme id (see `themes themes`).")
+]
+LimitOpt = Annotated[int, typer.Option(min=1, metavar="N", help="Show at most this many.")]
 
 
 def _settings():  # noqa: ANN202
@@ -79,10 +130,16 @@ def main(
 
 @app.command()
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="Export files (CSV, XLSX, JSONL, Parquet).")],
-    kind: Annotated[str | None, typer.Option(help=f"Record kind: {'|'.join(KINDS)}.")] = None,
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE", help="Export files (CSV, XLSX, JSONL, Parquet)."),
+    ],
+    kind: Annotated[
+        str | None, typer.Option(metavar="KIND", help=f"Record kind: {'|'.join(KINDS)}.")
+    ] = None,
     source: Annotated[
-        str | None, typer.Option(help="Source mapping name (a file in config/sources/).")
+        str | None,
+        typer.Option(metavar="SOURCE", help="Source mapping name (a file in config/sources/)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-read a file even if already ingested.")] = False,
     as_json: JsonOpt = False,
@@ -156,7 +213,9 @@ def run_flow(
 
 @app.command()
 def serve(
-    cron: Annotated[str | None, typer.Option(help="Cron schedule (default flow.cron).")] = None,
+    cron: Annotated[
+        str | None, typer.Option(metavar="SCHEDULE", help="Cron schedule (default flow.cron).")
+    ] = None,
 ) -> None:
     """Serve the nightly flow on a cron schedule (long-running)."""
     from pipelines.nightly import serve as serve_flow
@@ -192,7 +251,7 @@ def themes_cmd(
 
 
 @app.command()
-def show(theme_id: int, as_json: JsonOpt = False) -> None:
+def show(theme_id: ThemeIdArg, as_json: JsonOpt = False) -> None:
     """Show one theme with representative de-identified cases."""
     from themes import steps
     from themes.queries import show_theme
@@ -214,10 +273,12 @@ def show(theme_id: int, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def records(
-    kind: Annotated[str | None, typer.Option(help="incident|complaint|claim")] = None,
-    theme: Annotated[int | None, typer.Option(help="Theme id.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many records.")] = 20,
-    offset: Annotated[int, typer.Option(min=0, help="Skip this many (paging).")] = 0,
+    kind: Annotated[
+        str | None, typer.Option(metavar="KIND", help="incident|complaint|claim")
+    ] = None,
+    theme: Annotated[int | None, typer.Option(metavar="ID", help="Theme id.")] = None,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="How many records.")] = 20,
+    offset: Annotated[int, typer.Option(min=0, metavar="N", help="Skip this many (paging).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """List de-identified records with their theme, newest first."""
@@ -246,7 +307,7 @@ def records(
 
 
 @app.command()
-def quarantine(limit: Annotated[int, typer.Option(min=1)] = 50, as_json: JsonOpt = False) -> None:
+def quarantine(limit: LimitOpt = 50, as_json: JsonOpt = False) -> None:
     """List quarantined rows: file, row number, reason."""
     from themes import steps
     from themes.queries import list_quarantine
@@ -264,9 +325,9 @@ def quarantine(limit: Annotated[int, typer.Option(min=1)] = 50, as_json: JsonOpt
 @app.command()
 def demo(
     records_n: Annotated[
-        int, typer.Option("--records", min=100, help="Records to generate.")
+        int, typer.Option("--records", min=100, metavar="N", help="Records to generate.")
     ] = 3000,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", help="Generator seed.")] = 0,
 ) -> None:
     """Generate the synthetic demo exports and run the nightly flow on them."""
     from themes.demo import generate_demo
@@ -298,17 +359,26 @@ def demo(
 
 @app.command()
 def evaluate(
-    input_file: Annotated[Path, typer.Option("--input", help="Labelled file (CSV, XLSX, ...).")],
-    text_column: Annotated[str, typer.Option(help="Column with the free text.")],
-    label_column: Annotated[str | None, typer.Option(help="Column with one label per row.")] = None,
+    input_file: Annotated[
+        Path, typer.Option("--input", metavar="FILE", help="Labelled file (CSV, XLSX, ...).")
+    ],
+    text_column: Annotated[str, typer.Option(metavar="COLUMN", help="Column with the free text.")],
+    label_column: Annotated[
+        str | None, typer.Option(metavar="COLUMN", help="Column with one label per row.")
+    ] = None,
     one_hot_start: Annotated[
         str | None,
-        typer.Option(help="First of the one-hot label columns (rows with one label kept)."),
+        typer.Option(
+            metavar="COLUMN",
+            help="First of the one-hot label columns (rows with one label kept).",
+        ),
     ] = None,
     deidentify: Annotated[
         bool, typer.Option(help="Clean and de-identify the text first, as the product does.")
     ] = True,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N usable rows.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(metavar="N", help="Use only the first N usable rows.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fit themes on a labelled file; compare with BERTopic defaults (NMI, ARI, outliers)."""
@@ -368,7 +438,7 @@ def evaluate(
 
 
 @app.command()
-def runs(limit: Annotated[int, typer.Option(min=1)] = 10, as_json: JsonOpt = False) -> None:
+def runs(limit: LimitOpt = 10, as_json: JsonOpt = False) -> None:
     """Recent runs with their status."""
     from themes import steps
 

@@ -8,14 +8,17 @@ from rich.markup import escape
 
 def register(app: typer.Typer) -> None:
     """Add this capability's commands to the main `themes` app."""
-    from themes.cli import JsonOpt
+    from themes.cli import JsonOpt, ThemeIdArg
 
     @app.command("factors")
     def factors_cmd(
-        theme_id: Annotated[int, typer.Argument(help="Theme id (see `themes themes`).")],
+        theme_id: ThemeIdArg,
         period: Annotated[
             str | None,
-            typer.Option(help="Trend period: month, quarter or year (default factors.period)."),
+            typer.Option(
+                metavar="PERIOD",
+                help="Trend period: month, quarter or year (default factors.period).",
+            ),
         ] = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -30,7 +33,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("record")
     def record_cmd(
-        record_id: Annotated[str, typer.Argument(help="Record id, e.g. INC000042.")],
+        record_id: Annotated[
+            str, typer.Argument(metavar="RECORD_ID", help="Record id, e.g. INC000042.")
+        ],
         as_json: JsonOpt = False,
     ) -> None:
         """One de-identified case with its factors (confidence, evidence), harm and outcomes."""

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 ByOpt = Annotated[
-    str | None, typer.Option("--by", help="Who is acting (default: your login name).")
+    str | None,
+    typer.Option("--by", metavar="NAME", help="Who is acting (default: your login name)."),
 ]
 
 
 def register(app: typer.Typer) -> None:
     """Add the theme-lifecycle commands to the main `themes` app."""
-    from themes.cli import JsonOpt, _emit_json, _guard, _settings, console
+    from themes.cli import JsonOpt, ThemeIdArg, _emit_json, _guard, _settings, console
 
     def _store():  # noqa: ANN202
         from themes import steps
@@ -28,7 +29,7 @@ def register(app: typer.Typer) -> None:
             console.print(message, highlight=False)
 
     @app.command()
-    def history(theme_id: int, as_json: JsonOpt = False) -> None:
+    def history(theme_id: ThemeIdArg, as_json: JsonOpt = False) -> None:
         """A theme's life: births, refits, splits, merges, curation, with who and when."""
         from rich.markup import escape
         from rich.table import Table
@@ -61,7 +62,12 @@ def register(app: typer.Typer) -> None:
             console.print(f"{m['records']} record(s) moved in: {m['reason']}")
 
     @app.command()
-    def rename(theme_id: int, label: str, by: ByOpt = None, as_json: JsonOpt = False) -> None:
+    def rename(
+        theme_id: ThemeIdArg,
+        label: Annotated[str, typer.Argument(metavar="LABEL", help="The new label.")],
+        by: ByOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Rename a theme; the label is pinned, so refits keep it."""
         from themes.lifecycle import rename as do
 
@@ -70,7 +76,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def pin(
-        theme_id: int,
+        theme_id: ThemeIdArg,
         unpin: Annotated[bool, typer.Option("--unpin", help="Let refits relabel it.")] = False,
         by: ByOpt = None,
         as_json: JsonOpt = False,
@@ -82,7 +88,12 @@ def register(app: typer.Typer) -> None:
         _done(data, as_json, f"Theme {theme_id} label {'unpinned' if unpin else 'pinned'}.")
 
     @app.command()
-    def merge(source: int, into: int, by: ByOpt = None, as_json: JsonOpt = False) -> None:
+    def merge(
+        source: Annotated[int, typer.Argument(metavar="SOURCE", help="Theme id to merge away.")],
+        into: Annotated[int, typer.Argument(metavar="INTO", help="Theme id to keep.")],
+        by: ByOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Merge theme SOURCE into theme INTO; refits keep them merged."""
         from themes.lifecycle import merge as do
 
@@ -95,15 +106,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def split(
-        theme_id: int,
+        theme_id: ThemeIdArg,
         seed: Annotated[
             list[str],
             typer.Option(
-                help="Comma-separated record ids seeding one new theme; give it 2+ times."
+                metavar="RECORD_IDS",
+                help="Comma-separated record ids seeding one new theme; give it 2+ times.",
             ),
         ],
         label: Annotated[
-            list[str] | None, typer.Option(help="Label for each new theme, in --seed order.")
+            list[str] | None,
+            typer.Option(metavar="LABEL", help="Label for each new theme, in --seed order."),
         ] = None,
         by: ByOpt = None,
         as_json: JsonOpt = False,
@@ -128,7 +141,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("not-a-theme")
     def not_a_theme(
-        theme_id: int,
+        theme_id: ThemeIdArg,
         undo: Annotated[bool, typer.Option("--undo", help="Show it as a theme again.")] = False,
         by: ByOpt = None,
         as_json: JsonOpt = False,
@@ -142,7 +155,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def emerging(
         period: Annotated[
-            str | None, typer.Option(help="Up to this month (YYYY-MM); default: latest.")
+            str | None,
+            typer.Option(metavar="YYYY-MM", help="Up to this month (YYYY-MM); default: latest."),
         ] = None,
         weekly: Annotated[bool, typer.Option("--weekly", help="Weekly charts.")] = False,
         as_json: JsonOpt = False,
@@ -179,9 +193,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def trends(
-        theme_id: Annotated[int | None, typer.Argument(help="One theme (default: all).")] = None,
+        theme_id: Annotated[
+            int | None, typer.Argument(metavar="THEME_ID", help="One theme (default: all).")
+        ] = None,
         by: Annotated[
-            str | None, typer.Option(help="Split by kind, site, location or specialty.")
+            str | None,
+            typer.Option(metavar="FIELD", help="Split by kind, site, location or specialty."),
         ] = None,
         weekly: Annotated[bool, typer.Option("--weekly", help="Weeks, not months.")] = False,
         share: Annotated[
@@ -261,14 +278,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def report(
         period: Annotated[
-            str | None, typer.Option(help="Month to report, YYYY-MM (default: the latest).")
+            str | None,
+            typer.Option(metavar="YYYY-MM", help="Month to report, YYYY-MM (default: the latest)."),
         ] = None,
         fmt: Annotated[
             list[str] | None,
-            typer.Option("--format", help="html and/or xlsx (default: both)."),
+            typer.Option("--format", metavar="FORMAT", help="html and/or xlsx (default: both)."),
         ] = None,
         out: Annotated[
-            str | None, typer.Option(help="Folder to write to (default: paths.reports_dir).")
+            str | None,
+            typer.Option(metavar="FOLDER", help="Folder to write to (default: paths.reports_dir)."),
         ] = None,
         weekly: Annotated[bool, typer.Option("--weekly", help="Weekly periods.")] = False,
         as_json: JsonOpt = False,

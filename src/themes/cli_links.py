@@ -18,15 +18,30 @@ def _user() -> str:
         return "unknown"
 
 
-ByOpt = Annotated[str, typer.Option("--by", help="Who makes the change (default: login name).")]
+ByOpt = Annotated[
+    str,
+    typer.Option("--by", metavar="NAME", help="Who makes the change (default: login name)."),
+]
+DueOpt = Annotated[str | None, typer.Option(metavar="YYYY-MM-DD", help="Due date yyyy-mm-dd.")]
+StatusOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="STATUS", help="open|in progress|done|not applicable (done needs --evidence)."
+    ),
+]
+EvidenceOpt = Annotated[str | None, typer.Option(metavar="TEXT", help="Evidence of completion.")]
+ThemeOpt = Annotated[int | None, typer.Option(metavar="ID", help="The theme it was linked from.")]
+ActionIdArg = Annotated[
+    int, typer.Argument(metavar="ACTION_ID", help="Action id (`themes actions list`).")
+]
 
 
 def register(app: typer.Typer) -> None:
     """Add this capability's commands to the main `themes` app."""
-    from themes.cli import JsonOpt
+    from themes.cli import JsonOpt, ThemeIdArg, ThemesTyper
 
-    recs_app = typer.Typer(help="The recommendation corpus.", no_args_is_help=True)
-    actions_app = typer.Typer(
+    recs_app = ThemesTyper(help="The recommendation corpus.", no_args_is_help=True)
+    actions_app = ThemesTyper(
         help="The trust's actions on linked recommendations.", no_args_is_help=True
     )
     app.add_typer(recs_app, name="recommendations")
@@ -34,9 +49,14 @@ def register(app: typer.Typer) -> None:
 
     @recs_app.command("import")
     def import_cmd(
-        file: Annotated[Path, typer.Argument(help="A recommendation set or PFD export.")],
+        file: Annotated[
+            Path, typer.Argument(metavar="FILE", help="A recommendation set or PFD export.")
+        ],
         fmt: Annotated[
-            str | None, typer.Option("--format", help="pfd|csv|json|yaml (default: from suffix).")
+            str | None,
+            typer.Option(
+                "--format", metavar="FORMAT", help="pfd|csv|json|yaml (default: from suffix)."
+            ),
         ] = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -82,7 +102,8 @@ def register(app: typer.Typer) -> None:
     @recs_app.command("list")
     def list_cmd(
         source: Annotated[
-            str | None, typer.Option("--source", help="Only this set (file stem) or source.")
+            str | None,
+            typer.Option("--source", metavar="SOURCE", help="Only this set (file stem) or source."),
         ] = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -113,7 +134,9 @@ def register(app: typer.Typer) -> None:
 
     @recs_app.command("rejects")
     def rejects_cmd(
-        limit: Annotated[int, typer.Option(min=1, help="Show at most this many rows.")] = 100,
+        limit: Annotated[
+            int, typer.Option(min=1, metavar="N", help="Show at most this many rows.")
+        ] = 100,
         as_json: JsonOpt = False,
     ) -> None:
         """List rows that imports rejected: file, row number, reason."""
@@ -142,7 +165,7 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
     @app.command("links")
-    def links_cmd(theme_id: int, as_json: JsonOpt = False) -> None:
+    def links_cmd(theme_id: ThemeIdArg, as_json: JsonOpt = False) -> None:
         """A theme's linked recommendations with evidence and action status."""
         from themes import steps
         from themes.cli import _emit_json, _guard, _settings, console
@@ -179,7 +202,12 @@ def register(app: typer.Typer) -> None:
                 )
 
     @app.command("link-case")
-    def link_case_cmd(record_id: str, as_json: JsonOpt = False) -> None:
+    def link_case_cmd(
+        record_id: Annotated[
+            str, typer.Argument(metavar="RECORD_ID", help="A record id, e.g. INC000123.")
+        ],
+        as_json: JsonOpt = False,
+    ) -> None:
         """A case's top recommendations, with the matching phrases."""
         from themes import steps
         from themes.cli import _emit_json, _guard, _settings, console
@@ -218,15 +246,13 @@ def register(app: typer.Typer) -> None:
 
     @actions_app.command("add")
     def add_cmd(
-        rec_id: Annotated[str, typer.Argument(help="Recommendation id.")],
-        owner: Annotated[str, typer.Option(help="Who owns the action.")],
-        action: Annotated[str, typer.Option(help="What will be done.")],
-        due: Annotated[str | None, typer.Option(help="Due date yyyy-mm-dd.")] = None,
-        status: Annotated[
-            str, typer.Option(help="open|in progress|done|not applicable (done needs --evidence).")
-        ] = "open",
-        theme: Annotated[int | None, typer.Option(help="The theme it was linked from.")] = None,
-        evidence: Annotated[str, typer.Option(help="Evidence of completion.")] = "",
+        rec_id: Annotated[str, typer.Argument(metavar="REC_ID", help="Recommendation id.")],
+        owner: Annotated[str, typer.Option(metavar="NAME", help="Who owns the action.")],
+        action: Annotated[str, typer.Option(metavar="TEXT", help="What will be done.")],
+        due: DueOpt = None,
+        status: StatusOpt = "open",
+        theme: ThemeOpt = None,
+        evidence: EvidenceOpt = "",
         by: ByOpt = "",
         as_json: JsonOpt = False,
     ) -> None:
@@ -255,17 +281,17 @@ def register(app: typer.Typer) -> None:
 
     @actions_app.command("update")
     def update_cmd(
-        action_id: Annotated[int, typer.Argument(help="Action id (`themes actions list`).")],
-        owner: Annotated[str | None, typer.Option(help="New owner.")] = None,
-        action: Annotated[str | None, typer.Option(help="New description of the action.")] = None,
+        action_id: ActionIdArg,
+        owner: Annotated[str | None, typer.Option(metavar="NAME", help="New owner.")] = None,
+        action: Annotated[
+            str | None, typer.Option(metavar="TEXT", help="New description of the action.")
+        ] = None,
         due: Annotated[
-            str | None, typer.Option(help="New due date yyyy-mm-dd ('' clears it).")
-        ] = None,
-        status: Annotated[
             str | None,
-            typer.Option(help="open|in progress|done|not applicable (done needs --evidence)."),
+            typer.Option(metavar="YYYY-MM-DD", help="New due date yyyy-mm-dd ('' clears it)."),
         ] = None,
-        evidence: Annotated[str | None, typer.Option(help="Evidence of completion.")] = None,
+        status: StatusOpt = None,
+        evidence: EvidenceOpt = None,
         by: ByOpt = "",
         as_json: JsonOpt = False,
     ) -> None:
@@ -297,9 +323,11 @@ def register(app: typer.Typer) -> None:
 
     @actions_app.command("list")
     def list_actions_cmd(
-        rec_id: Annotated[str | None, typer.Option("--rec", help="One recommendation.")] = None,
-        theme: Annotated[int | None, typer.Option(help="One theme.")] = None,
-        status: Annotated[str | None, typer.Option(help="One status.")] = None,
+        rec_id: Annotated[
+            str | None, typer.Option("--rec", metavar="REC_ID", help="One recommendation.")
+        ] = None,
+        theme: Annotated[int | None, typer.Option(metavar="ID", help="One theme.")] = None,
+        status: Annotated[str | None, typer.Option(metavar="STATUS", help="One status.")] = None,
         overdue: Annotated[bool, typer.Option("--overdue", help="Only overdue actions.")] = False,
         flagged: Annotated[
             bool,
@@ -357,7 +385,7 @@ def register(app: typer.Typer) -> None:
             console.print(t2)
 
     @actions_app.command("history")
-    def history_cmd(action_id: int, as_json: JsonOpt = False) -> None:
+    def history_cmd(action_id: ActionIdArg, as_json: JsonOpt = False) -> None:
         """Every change to an action: when, who, what."""
         from themes import steps
         from themes.actions import action_history

@@ -7,25 +7,42 @@ from typing import Annotated, Any
 import typer
 
 KindOpt = Annotated[
-    list[str] | None, typer.Option("--kind", help="incident|complaint|claim (repeatable).")
+    list[str] | None,
+    typer.Option("--kind", metavar="KIND", help="incident|complaint|claim (repeatable)."),
 ]
-SinceOpt = Annotated[str | None, typer.Option("--since", help="Event date from (YYYY-MM-DD).")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="Event date to (YYYY-MM-DD).")]
-ThemeOpt = Annotated[list[int] | None, typer.Option("--theme", help="Theme id (repeatable).")]
-SiteOpt = Annotated[list[str] | None, typer.Option("--site", help="Site (repeatable).")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", metavar="YYYY-MM-DD", help="Event date from (YYYY-MM-DD)."),
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", metavar="YYYY-MM-DD", help="Event date to (YYYY-MM-DD).")
+]
+ThemeOpt = Annotated[
+    list[int] | None, typer.Option("--theme", metavar="ID", help="Theme id (repeatable).")
+]
+SiteOpt = Annotated[
+    list[str] | None, typer.Option("--site", metavar="SITE", help="Site (repeatable).")
+]
 LocationOpt = Annotated[
-    list[str] | None, typer.Option("--location", help="Location / ward (repeatable).")
+    list[str] | None,
+    typer.Option("--location", metavar="LOCATION", help="Location / ward (repeatable)."),
 ]
 SpecialtyOpt = Annotated[
-    list[str] | None, typer.Option("--specialty", help="Specialty (repeatable).")
+    list[str] | None,
+    typer.Option("--specialty", metavar="SPECIALTY", help="Specialty (repeatable)."),
 ]
 SeverityOpt = Annotated[
-    list[str] | None, typer.Option("--severity", help="Severity / harm (repeatable).")
+    list[str] | None,
+    typer.Option("--severity", metavar="SEVERITY", help="Severity / harm (repeatable)."),
 ]
-StatusOpt = Annotated[list[str] | None, typer.Option("--status", help="Status (repeatable).")]
-KOpt = Annotated[int, typer.Option("-k", min=1, help="Results per page.")]
-OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip this many (paging).")]
-MethodOpt = Annotated[str, typer.Option("--method", help="hybrid|bm25|dense.")]
+StatusOpt = Annotated[
+    list[str] | None, typer.Option("--status", metavar="STATUS", help="Status (repeatable).")
+]
+KOpt = Annotated[int, typer.Option("-k", min=1, metavar="N", help="Results per page.")]
+OffsetOpt = Annotated[
+    int, typer.Option("--offset", min=0, metavar="N", help="Skip this many (paging).")
+]
+MethodOpt = Annotated[str, typer.Option("--method", metavar="METHOD", help="hybrid|bm25|dense.")]
 
 
 def _print_results(data: dict[str, Any]) -> None:
@@ -66,7 +83,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("search")
     def search_cmd(
-        text: Annotated[str, typer.Argument(help="Describe the event to look for.")],
+        text: Annotated[
+            str, typer.Argument(metavar="TEXT", help="Describe the event to look for.")
+        ],
         kind: KindOpt = None,
         since: SinceOpt = None,
         until: UntilOpt = None,
@@ -100,7 +119,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("similar")
     def similar_cmd(
-        record_id: Annotated[str, typer.Argument(help="A record id, e.g. INC000123.")],
+        record_id: Annotated[
+            str, typer.Argument(metavar="RECORD_ID", help="A record id, e.g. INC000123.")
+        ],
         kind: KindOpt = None,
         since: SinceOpt = None,
         until: UntilOpt = None,
@@ -136,7 +157,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("duplicates")
     def duplicates_cmd(
-        limit: Annotated[int, typer.Option(min=1, help="How many groups.")] = 50,
+        limit: Annotated[int, typer.Option(min=1, metavar="N", help="How many groups.")] = 50,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print JSON (stable shape, see docs/cli.md).")
         ] = False,
