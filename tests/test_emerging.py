@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from themes.demo import EMERGING_THEME, generate_demo
-from themes.emerging import PeriodError, breakdown, parse_period, rank_emerging, theme_counts
+from themes.emerging import (
+    PeriodError,
+    breakdown,
+    parse_period,
+    rank_emerging,
+    resolve_period,
+    theme_counts,
+)
 from themes.settings import TrendSettings
 
 SEEDS = range(10)
@@ -96,3 +103,23 @@ def test_breakdown_counts_add_up_and_periods_parse() -> None:
     assert parse_period("2025-W40", "W").start_time.date().isoformat() == "2025-09-29"
     with pytest.raises(PeriodError, match="YYYY-MM"):
         parse_period("October", "M")
+
+
+def test_one_rule_leaves_out_the_period_not_over_yet_for_months_and_weeks() -> None:
+    dates = pd.Series(pd.to_datetime(["2025-06-02", "2025-12-20", "2026-01-10"]))
+    today = date(2026, 1, 15)  # a Thursday: January and that week are not over
+    assert str(resolve_period(dates, None, today=today)) == "2025-12"
+    assert str(resolve_period(dates, parse_period("2025-08"), today=today)) == "2025-08"
+    with pytest.raises(PeriodError, match="2026-01 is not over until 2026-01-31"):
+        resolve_period(dates, parse_period("2026-01"), today=today)
+    week = resolve_period(dates, None, freq="W", today=today)
+    assert week.start_time.date() == date(2026, 1, 5)  # the week the latest record is in
+    with pytest.raises(PeriodError, match="after the latest record"):
+        resolve_period(dates, parse_period("2026-W03", "W"), freq="W", today=today)
+    # the latest records arrived before the current month: their month is complete
+    assert str(resolve_period(dates, None, today=date(2026, 3, 1))) == "2026-01"
+    with pytest.raises(PeriodError, match="before 2025-05"):
+        resolve_period(dates, parse_period("2025-05"), today=today)
+    only_now = pd.Series(pd.to_datetime(["2026-01-02"]))
+    with pytest.raises(PeriodError, match=r"\(2026-01 is not over yet\)"):
+        resolve_period(only_now, None, today=today)

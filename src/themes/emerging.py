@@ -68,6 +68,56 @@ def parse_period(text: str | None, freq: Freq = "M") -> pd.Period | None:
     )
 
 
+def period_of(day: date | pd.Timestamp, freq: Freq = "M") -> pd.Period:
+    """The calendar month, or the week (Monday to Sunday), that holds `day`."""
+    return pd.Period(day, freq="M" if freq == "M" else "W-SUN")
+
+
+def resolve_period(
+    dates: pd.Series,
+    period: pd.Period | None,
+    *,
+    freq: Freq = "M",
+    today: date | None = None,
+) -> pd.Period:
+    """The last period that emerging themes and the governance report cover: one rule.
+
+    `period` when given, else the latest complete period that holds a record. A period is
+    complete once `today` is past its last day. The period holding `today` (or any later
+    one) is never charted: its count is partial and would read as a fall. Nor is a period
+    that starts after the latest record (its data have not arrived).
+
+    Args:
+        dates: event dates of the records to chart (at least one).
+        period: the period asked for, or None for the default.
+        freq: "M" for calendar months, "W" for weeks from Monday.
+        today: the date the periods are judged on (default: today).
+
+    Raises:
+        PeriodError: `period` starts after the latest record, is not over yet, or has no
+            record on or before it.
+    """
+    today = today or date.today()
+    current = period_of(today, freq)
+    first, last = dates.min(), dates.max()
+    complete = min(period_of(last, freq), current - 1)
+    end = complete if period is None else period
+    records = f"records from {first.date().isoformat()} to {last.date().isoformat()}"
+    if end.start_time > last:
+        raise PeriodError(
+            f"Period {end} is after the latest record ({records}); choose {complete} or earlier."
+        )
+    if end >= current:
+        raise PeriodError(
+            f"Period {end} is not over until {end.end_time.date().isoformat()}, so its counts "
+            f"would be partial; choose {current - 1} or earlier."
+        )
+    if end.end_time < first:
+        why = "" if period is not None else f" ({current} is not over yet)"
+        raise PeriodError(f"No themed records on or before {end}{why}; {records}.")
+    return end
+
+
 def theme_frame(store: Store, *, include_hidden: bool = False) -> pd.DataFrame:
     """One row per themed record: record_id, theme_id, event_date, kind, site, location,
     specialty, severity (themes curated as 'not a theme' left out unless asked)."""
@@ -272,18 +322,18 @@ def emerging_themes(
     freq: Freq = "M",
     period: pd.Period | None = None,
     n_cases: int = 3,
+    today: date | None = None,
 ) -> list[dict[str, Any]]:
-    """The ranked emerging themes up to `period` (default: the latest), with evidence."""
+    """The ranked emerging themes up to `period` (default: the latest complete period, as
+    `resolve_period` decides on `today`), with evidence."""
     from themes.queries import list_themes
 
     frame = theme_frame(store)
     if frame.empty:
         return []
-    if period is not None:
-        frame = frame[frame["event_date"] <= period.end_time]
-        if frame.empty:
-            raise PeriodError(f"No themed records on or before {period}.")
-    counts = theme_counts(frame, freq=freq, end=period)
+    end = resolve_period(frame["event_date"], period, freq=freq, today=today)
+    frame = frame[frame["event_date"] <= end.end_time]
+    counts = theme_counts(frame, freq=freq, end=end)
     themes = {t["theme_id"]: t for t in list_themes(store)}
     counts = counts[[c for c in counts.columns if c in themes]]
     # "new" means born by a refit after the registry's first fit (the first fit gives

@@ -13,7 +13,7 @@ near-duplicates) are included when those modules provide them.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from themes.emerging import (
     chart_dict,
     emerging_themes,
     parse_period,
+    resolve_period,
     shares,
     theme_counts,
     theme_frame,
@@ -43,24 +44,26 @@ FORMATS = ("html", "xlsx")
 
 
 def report_data(
-    store: Store, settings: Settings, *, period: str | None = None, freq: Freq = "M"
+    store: Store,
+    settings: Settings,
+    *,
+    period: str | None = None,
+    freq: Freq = "M",
+    today: date | None = None,
 ) -> dict[str, Any]:
-    """Everything the report shows, as plain data (JSON-ready)."""
+    """Everything the report shows, as plain data (JSON-ready).
+
+    The period is chosen as for emerging themes (`resolve_period` on `today`: by default
+    the latest complete one); actions are judged overdue as of the period's last day.
+    """
     from themes.queries import list_themes, show_theme
 
     frame = theme_frame(store)
     if frame.empty:
         raise PeriodError("No themed records yet: run the nightly flow (`themes run`) first.")
-    last = frame["event_date"].max()
-    end = parse_period(period, freq) or pd.Period(last, freq="M" if freq == "M" else "W-SUN")
-    if end.start_time > last:
-        raise PeriodError(
-            f"Period {end} is after the latest record ({last.date().isoformat()}); "
-            f"choose {pd.Period(last, freq='M')} or earlier."
-        )
+    end = resolve_period(frame["event_date"], parse_period(period, freq), freq=freq, today=today)
+    as_of = end.end_time.date()
     frame = frame[frame["event_date"] <= end.end_time]
-    if frame.empty:
-        raise PeriodError(f"No themed records on or before {end}.")
     counts = theme_counts(frame, freq=freq, end=end)
     share = shares(counts, all_records_dates(store), freq=freq)
     themes = {t["theme_id"]: t for t in list_themes(store)}
@@ -102,8 +105,9 @@ def report_data(
         "records_in_period": int(len(in_period)),
         "records_total": int(len(frame)),
         "kinds_in_period": {str(k): int(v) for k, v in in_period["kind"].value_counts().items()},
+        "actions_as_of": as_of.isoformat(),
         "emerging": emerging_themes(
-            store, settings.trends, freq=freq, period=end, n_cases=rs.n_cases
+            store, settings.trends, freq=freq, period=end, n_cases=rs.n_cases, today=today
         ),
         "themes": theme_rows,
         "top_by_kind": by_kind,
@@ -123,7 +127,7 @@ def report_data(
             .to_dict("records")
             for by in BREAKDOWNS
         },
-        "extras": _extras(store, settings, [r["theme_id"] for r in theme_rows]),
+        "extras": _extras(store, [r["theme_id"] for r in theme_rows], as_of=as_of),
     }
     return data
 
@@ -134,15 +138,21 @@ def _period_name(p: pd.Period, freq: Freq) -> str:
     return f"week beginning {p.start_time.date().isoformat()}"
 
 
-def _extras(store: Store, settings: Settings, theme_ids: list[int]) -> dict[str, Any]:
+def _extras(store: Store, theme_ids: list[int], *, as_of: date) -> dict[str, Any]:
     """Sections from other capabilities (recommendation links and actions, contributory
-    factors and harm, near-duplicates), when their tables hold data."""
+    factors and harm, near-duplicates), when their tables hold data. Actions are judged
+    overdue as of `as_of`."""
     extras: dict[str, Any] = {}
     try:
         from themes import links
+        from themes.actions import list_actions
 
-        extras["links"] = {t: links.theme_links(store, t)[:3] for t in theme_ids}
-        extras["actions"] = links.flagged_actions(store)
+        action_list = list_actions(store, today=as_of)
+        extras["links"] = {
+            t: _links_as_of(links.theme_links(store, t)[:3], action_list) for t in theme_ids
+        }
+        extras["actions"] = links.flagged_actions(store, today=as_of)
+        extras["action_list"] = action_list
     except Exception as e:  # noqa: BLE001 - an optional section must not sink the report
         log.warning("report: recommendation links left out (%s)", e)
     try:
@@ -159,6 +169,21 @@ def _extras(store: Store, settings: Settings, theme_ids: list[int]) -> dict[str,
     except Exception as e:  # noqa: BLE001
         log.warning("report: near-duplicate groups left out (%s)", e)
     return {k: v for k, v in extras.items() if v}
+
+
+def _links_as_of(
+    items: list[dict[str, Any]], action_list: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`theme_links` items with their actions, and so their action status, as judged in
+    `action_list` (the report's day, not today)."""
+    from themes.links import _action_summary
+
+    by_id = {a["action_id"]: a for a in action_list}
+    out = []
+    for li in items:
+        acts = [by_id.get(a["action_id"], a) for a in li.get("actions", [])]
+        out.append({**li, "actions": acts, "action_status": _action_summary(acts)})
+    return out
 
 
 # -- SVG charts --------------------------------------------------------------------------
@@ -312,7 +337,7 @@ def render_html(data: dict[str, Any]) -> str:
             f"{_extras_html(extras, t['theme_id'])}{_cases_html(t['cases'])}</div>"
         )
     out.append("</section>")
-    out.append(_global_extras_html(extras))
+    out.append(_global_extras_html(extras, data["actions_as_of"]))
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -336,14 +361,14 @@ def _extras_html(extras: dict[str, Any], theme_id: int) -> str:
                 f"<tr><td>{escape(str(rec.get('source', '')))} "
                 f"{escape(str(rec.get('number', '')))}</td>"
                 f"<td>{escape(str(rec.get('title') or rec.get('text', ''))[:200])}{phrase}</td>"
-                f"<td class='n'>{float(li.get('score', 0)):.2f}"
-                f"{' (strong)' if li.get('strong') else ''}</td>"
+                f"<td class='n'>{float(li.get('score', 0)):.2f}</td>"
+                f"<td class='link'>{escape(_strength(li))}</td>"
                 f"<td>{escape(str(li.get('action_status') or 'no action'))}</td></tr>"
             )
         html.append(
             "<p><strong>Linked national recommendations</strong></p><table class='links'>"
             "<tr><th>source</th><th>recommendation and evidence</th><th>score</th>"
-            f"<th>action</th></tr>{''.join(rows)}</table>"
+            f"<th>link</th><th>action</th></tr>{''.join(rows)}</table>"
         )
     factors = extras.get("factors", {}).get(theme_id) or []
     if factors:
@@ -366,7 +391,14 @@ def _extras_html(extras: dict[str, Any], theme_id: int) -> str:
     return "".join(html)
 
 
-def _global_extras_html(extras: dict[str, Any]) -> str:
+def _strength(li: dict[str, Any]) -> str:
+    """A link's calibrated probability and flag, e.g. "P 0.62, strong"."""
+    p = li.get("probability")
+    shown = "P ?" if p is None else f"P {float(p):.2f}"
+    return f"{shown}, {'strong' if li.get('strong') else 'weak'}"
+
+
+def _global_extras_html(extras: dict[str, Any], as_of: str) -> str:
     html = []
     actions = extras.get("actions") or {}
     overdue = actions.get("overdue") or []
@@ -374,8 +406,8 @@ def _global_extras_html(extras: dict[str, Any]) -> str:
     if overdue or unactioned:
         html.append("<section id='actions'><h2>Actions on national recommendations</h2>")
         html.append(
-            f"<p>{len(overdue)} overdue action(s); {len(unactioned)} strong link(s) to a "
-            "theme with no action recorded.</p><ul>"
+            f"<p>{len(overdue)} action(s) overdue at the end of the period ({escape(as_of)}); "
+            f"{len(unactioned)} strong link(s) to a theme with no action recorded.</p><ul>"
         )
         for a in overdue[:20]:
             html.append(
@@ -417,6 +449,7 @@ def write_xlsx(data: dict[str, Any], path: Path) -> Path:
         ["Generated", data["generated_at"]],
         ["Records in period", data["records_in_period"]],
         ["Records to date", data["records_total"]],
+        ["Actions overdue as of", data["actions_as_of"]],
         *[[f"{k} in period", v] for k, v in data["kinds_in_period"].items()],
         ["Case text", "de-identified"],
     ):
@@ -458,16 +491,18 @@ def write_xlsx(data: dict[str, Any], path: Path) -> Path:
     extras = data.get("extras", {})
     if extras.get("links"):
         links = wb.create_sheet("Recommendation links")
-        links.append(["theme_id", "rank", "source", "number", "title", "score", "strong",
-                      "action status", "evidence: case", "evidence: case phrase",
-                      "evidence: recommendation phrase"])  # fmt: skip
+        links.append(["theme_id", "rank", "source", "number", "title", "score",
+                      "probability", "strength", "action status", "evidence: case",
+                      "evidence: case phrase", "evidence: recommendation phrase"])  # fmt: skip
         for theme_id, rows in extras["links"].items():
             for li in rows:
                 rec, ev = li.get("recommendation", {}), (li.get("evidence") or [{}])[0]
                 links.append([theme_id, li.get("rank"), rec.get("source"), rec.get("number"),
-                              rec.get("title"), li.get("score"), bool(li.get("strong")),
+                              rec.get("title"), li.get("score"), li.get("probability"),
+                              "strong" if li.get("strong") else "weak",
                               li.get("action_status"), ev.get("record_id"),
                               ev.get("case_phrase"), ev.get("recommendation_phrase")])  # fmt: skip
+    _actions_sheet(wb, data)
     if extras.get("factors"):
         fac = wb.create_sheet("Contributory factors")
         fac.append(["theme_id", "factor", "domain", "cases", "share", "lift"])
@@ -492,6 +527,26 @@ def write_xlsx(data: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
     return path
+
+
+def _actions_sheet(wb: Any, data: dict[str, Any]) -> None:
+    """One filterable row per action, then one per strong link with no action; `flag`
+    says which need attention (overdue as of the period's last day)."""
+    extras = data.get("extras", {})
+    labels = {int(k): v for k, v in data["counts"]["labels"].items()}
+    sheet = wb.create_sheet("Actions")
+    sheet.append(["action_id", "theme_id", "theme", "recommendation id", "owner", "action",
+                  "status", "due date", "overdue", "flag", "evidence"])  # fmt: skip
+    for a in extras.get("action_list", []):
+        due = date.fromisoformat(a["due_date"]) if a["due_date"] else None
+        sheet.append([a["action_id"], a["theme_id"], labels.get(a["theme_id"], ""),
+                      a["rec_id"], a["owner"], a["action"], a["status"], due,
+                      bool(a["overdue"]), "overdue" if a["overdue"] else "",
+                      a["evidence"]])  # fmt: skip
+    for g in (extras.get("actions") or {}).get("strong_without_action", []):
+        sheet.append([None, g["theme_id"], g.get("theme_label", ""), g["rec_id"], None, None,
+                      "no action", None, False, "strong link, no action", None])  # fmt: skip
+    sheet.auto_filter.ref = sheet.dimensions
 
 
 def _plain(d: dict[str, int]) -> str:
