@@ -64,6 +64,7 @@ def test_missing_model_is_a_config_error_not_a_download(monkeypatch: pytest.Monk
     [
         ("Mrs Okafor was found on the floor at 03:00.", "Okafor", "PERSON"),
         ("Reviewed by Dr Singh, who prescribed fluids.", "Singh", "PERSON"),
+        ("It is alleged that dr Adeyemi failed to attend.", "Adeyemi", "PERSON"),
         ("SN Walsh escalated the NEWS2 of 7.", "Walsh", "PERSON"),
         ("Nurse Jones gave the wrong dose.", "Jones", "PERSON"),
         ("Her son David was not told about the transfer.", "David", "PERSON"),

@@ -81,7 +81,7 @@ _NOT_NAMES = (
 _NAME = rf"(?!{_NOT_NAMES}\b){_NAME_WORD}"
 _INITIALS = r"(?:\p{Lu}\.?\s+){0,2}"
 _FULL_NAME = rf"{_INITIALS}{_NAME}(?:\s+{_NAME}){{0,2}}"
-_ABBREVIATED_TITLES = r"(?:Mrs|Mr|Ms|Miss|Mx|Dr|Prof|Revd|Rev|Sr|MRS|MR|MS|DR)\.?"
+_ABBREVIATED_TITLES = r"(?:Mrs|Mr|Ms|Miss|Mx|Dr|Prof|Revd|Rev|Sr|MRS|MR|MS|DR|mrs|mr|ms|dr|prof)\.?"
 _WORD_TITLES = (
     r"(?i:Professor|Reverend|Sir|Dame|Lady|Lord|Staff\s+Nurse|Student\s+Nurse|Charge\s+Nurse|"
     r"Senior\s+Nurse|Nurse|Sister|Matron|Midwife|Paramedic|Consultant|Registrar|Surgeon|"
