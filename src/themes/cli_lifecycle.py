@@ -156,7 +156,10 @@ def register(app: typer.Typer) -> None:
     def emerging(
         period: Annotated[
             str | None,
-            typer.Option(metavar="YYYY-MM", help="Up to this month (YYYY-MM); default: latest."),
+            typer.Option(
+                metavar="YYYY-MM",
+                help="Up to this month (YYYY-MM); default: the latest complete month with records.",
+            ),
         ] = None,
         weekly: Annotated[bool, typer.Option("--weekly", help="Weekly charts.")] = False,
         as_json: JsonOpt = False,
@@ -279,7 +282,10 @@ def register(app: typer.Typer) -> None:
     def report(
         period: Annotated[
             str | None,
-            typer.Option(metavar="YYYY-MM", help="Month to report, YYYY-MM (default: the latest)."),
+            typer.Option(
+                metavar="YYYY-MM",
+                help="Month to report, YYYY-MM (default: the latest complete month with records).",
+            ),
         ] = None,
         fmt: Annotated[
             list[str] | None,
