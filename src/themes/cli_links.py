@@ -36,6 +36,18 @@ ActionIdArg = Annotated[
 ]
 
 
+def _synced_store() -> Any:
+    """The store, with the config folder's recommendation sets loaded into it first."""
+    from themes import steps
+    from themes.cli import _settings
+    from themes.recommendations import sync_dir
+
+    settings = _settings()
+    store = steps.open_store(settings)
+    sync_dir(store, settings.links.recommendations_dir)
+    return store
+
+
 def register(app: typer.Typer) -> None:
     """Add this capability's commands to the main `themes` app."""
     from themes.cli import JsonOpt, ThemeIdArg, ThemesTyper
@@ -110,17 +122,10 @@ def register(app: typer.Typer) -> None:
         """List recommendations: id, source, number, title."""
         from rich.table import Table
 
-        from themes import steps
-        from themes.cli import _emit_json, _guard, _settings, console
-        from themes.recommendations import load_store, sync_dir
+        from themes.cli import _emit_json, _guard, console
+        from themes.recommendations import load_store
 
-        def run() -> list[dict[str, Any]]:
-            settings = _settings()
-            store = steps.open_store(settings)
-            sync_dir(store, settings.links.recommendations_dir)
-            return [r.as_dict() for r in load_store(store, set_name=source)]
-
-        rows = _guard(run)
+        rows = _guard(lambda: [r.as_dict() for r in load_store(_synced_store(), set_name=source)])
         if as_json:
             _emit_json(rows)
             return
@@ -142,17 +147,10 @@ def register(app: typer.Typer) -> None:
         """List rows that imports rejected: file, row number, reason."""
         from rich.table import Table
 
-        from themes import steps
-        from themes.cli import _emit_json, _guard, _settings, console
-        from themes.recommendations import list_rejects, sync_dir
+        from themes.cli import _emit_json, _guard, console
+        from themes.recommendations import list_rejects
 
-        def run() -> list[dict[str, Any]]:
-            settings = _settings()
-            store = steps.open_store(settings)
-            sync_dir(store, settings.links.recommendations_dir)
-            return list_rejects(store, limit=limit)
-
-        rows = _guard(run)
+        rows = _guard(lambda: list_rejects(_synced_store(), limit=limit))
         if as_json:
             _emit_json(rows)
             return
