@@ -18,6 +18,7 @@ from themes.emerging import (
     rank_emerging,
     resolve_period,
     theme_counts,
+    trend_end,
 )
 from themes.settings import TrendSettings
 
@@ -123,3 +124,19 @@ def test_one_rule_leaves_out_the_period_not_over_yet_for_months_and_weeks() -> N
     only_now = pd.Series(pd.to_datetime(["2026-01-02"]))
     with pytest.raises(PeriodError, match=r"\(2026-01 is not over yet\)"):
         resolve_period(only_now, None, today=today)
+
+
+def test_trends_end_at_the_latest_complete_period() -> None:
+    frame = pd.DataFrame(
+        {
+            "theme_id": [1, 1, 2, 1],
+            "event_date": pd.to_datetime(["2025-11-03", "2025-12-20", "2025-12-21", "2026-01-10"]),
+        }
+    )
+    today = date(2026, 1, 15)
+    end = trend_end(frame, today=today)
+    counts = theme_counts(frame, end=end)
+    assert [str(p) for p in counts.index] == ["2025-11", "2025-12"]  # January is not over
+    assert counts.loc[pd.Period("2025-12", "M")].tolist() == [1, 1]
+    with pytest.raises(PeriodError, match="themes run"):
+        trend_end(frame.iloc[:0], today=today)

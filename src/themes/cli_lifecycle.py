@@ -219,6 +219,7 @@ def register(app: typer.Typer) -> None:
 
         def load():  # noqa: ANN202
             frame = em.theme_frame(_store())
+            end = em.trend_end(frame, freq=freq)  # the period not over yet is left out
             if theme_id is not None:
                 frame = frame[frame["theme_id"] == theme_id]
                 if frame.empty:
@@ -226,8 +227,8 @@ def register(app: typer.Typer) -> None:
 
                     raise NotFoundError(f"No records in theme {theme_id}.")
             if by:
-                return em.breakdown(frame, by, freq=freq)
-            counts = em.theme_counts(frame, freq=freq)
+                return em.breakdown(frame, by, freq=freq, end=end)
+            counts = em.theme_counts(frame, freq=freq, end=end)
             if share and theme_id is None:
                 return em.shares(counts, em.all_records_dates(_store()), freq=freq)
             return counts

@@ -118,6 +118,18 @@ def resolve_period(
     return end
 
 
+def trend_end(frame: pd.DataFrame, *, freq: Freq = "M", today: date | None = None) -> pd.Period:
+    """The last period a trend of `frame`'s records shows: the latest complete period that
+    holds a record (`resolve_period`), so that a month not over yet never reads as a fall.
+
+    Raises:
+        PeriodError: `frame` has no record, or none before the current period.
+    """
+    if frame.empty:
+        raise PeriodError("No themed records yet; run `themes run` first.")
+    return resolve_period(frame["event_date"], None, freq=freq, today=today)
+
+
 def theme_frame(store: Store, *, include_hidden: bool = False) -> pd.DataFrame:
     """One row per themed record: record_id, theme_id, event_date, kind, site, location,
     specialty, severity (themes curated as 'not a theme' left out unless asked)."""
