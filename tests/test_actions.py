@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,9 @@ import pytest
 from themes.actions import (
     ActionError,
     action_history,
+    actions_as_of,
     add_action,
+    link_action_history,
     list_actions,
     update_action,
 )
@@ -199,3 +201,40 @@ def test_flagged_for_one_theme_shows_only_that_themes_flags(corpus) -> None:  # 
     ]
     shown = runner.invoke(app, ["actions", "list", "--flagged", "--theme", "2"]).stdout
     assert "francis-2013-001" in shown and "ockenden-2022-iea-10" not in shown
+
+
+def test_actions_as_of_a_day_show_what_they_were_at_its_end(corpus, monkeypatch) -> None:  # noqa: ANN001
+    def on(day: int) -> None:  # what is recorded from now on is recorded on 2026-01-<day>
+        monkeypatch.setattr("themes.actions.utcnow", lambda: datetime(2026, 1, day, 12))
+
+    def as_of(day: int) -> dict[int, dict]:
+        return {a["action_id"]: a for a in actions_as_of(corpus, date(2026, 1, day))}
+
+    on(1)
+    a = add_action(
+        corpus, rec_id="francis-2013-001", owner="o", action="a", due_date="2026-01-10", by="alice"
+    )["action_id"]
+    on(20)
+    update_action(corpus, a, by="bob", status="done", evidence="audit")
+    later = add_action(corpus, rec_id="francis-2013-001", owner="o", action="b", by="carol")
+    day5, day15 = as_of(5)[a], as_of(15)[a]
+    assert (day5["status"], day5["overdue"], day5["evidence"]) == ("open", False, "")
+    assert (day15["status"], day15["overdue"], day15["updated_by"]) == ("open", True, "alice")
+    assert list(as_of(15)) == [a], "the action recorded on day 20 did not exist on day 15"
+    assert [x["action_id"] for x in actions_as_of(corpus, date(2026, 1, 15), overdue=True)] == [a]
+    assert actions_as_of(corpus, date(2026, 1, 15), status="done") == []
+    day20 = as_of(20)  # changes on the day itself count
+    assert (day20[a]["status"], day20[a]["evidence"], day20[a]["overdue"]) == (
+        "done",
+        "audit",
+        False,
+    )
+    assert set(day20) == {a, later["action_id"]}
+    today = date(2026, 1, 25)
+    assert actions_as_of(corpus, today) == list_actions(corpus, today=today)
+    # an older action whose creation was not recorded: later changes are still undone
+    with corpus.begin() as conn:
+        conn.execute(
+            link_action_history.delete().where(link_action_history.c.changed_by == "alice")
+        )
+    assert as_of(15)[a] == day15

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from openpyxl import load_workbook
 
 from leaks import whole_word_leaks
-from themes.actions import update_action
+from themes.actions import add_action, update_action
 from themes.demo import EMERGING_THEME
 from themes.emerging import PeriodError, emerging_themes, parse_period
 from themes.governance import render_html, report_data, write_report, write_xlsx
@@ -229,12 +229,17 @@ def _link(store, theme_id: int, rec_id: str, *, probability: float, rank: int) -
         )  # fmt: skip
 
 
+def _recorded_on(monkeypatch: pytest.MonkeyPatch, day: date) -> None:
+    """Actions added or changed from now on are recorded at noon (UTC) on `day`."""
+    monkeypatch.setattr("themes.actions.utcnow", lambda: datetime.combine(day, time(12)))
+
+
 @pytest.fixture
-def small(theme_model, settings):  # noqa: ANN001, ANN201
+def small(theme_model, settings, monkeypatch):  # noqa: ANN001, ANN201
     """Themes 1 (steady) and 2 (rising from October 2025), January 2024 to 10 January
     2026; links of theme 1 (one strong, one weak) and theme 2 (strong, no action); two
-    actions due 15 November 2025 on theme 1, one still open, one done later."""
-    from themes.actions import add_action
+    actions due 15 November 2025 on theme 1, recorded on 1 September 2025: one still
+    open, one done on 5 December 2025."""
     from themes.recommendations import load_dir, save
 
     months = pd.period_range("2024-01", "2026-01", freq="M")
@@ -248,10 +253,12 @@ def small(theme_model, settings):  # noqa: ANN001, ANN201
     _link(theme_model, 1, "francis-2013-001", probability=0.21, rank=2)
     _link(theme_model, 2, "francis-2013-001", probability=0.8, rank=1)
     due = "2025-11-15"
+    _recorded_on(monkeypatch, date(2025, 9, 1))
     open_one = add_action(theme_model, rec_id="ockenden-2022-iea-10", owner="Head of Midwifery",
                           action="CTG training", due_date=due, theme_id=1, by="u")  # fmt: skip
     done = add_action(theme_model, rec_id="ockenden-2022-iea-10", owner="Clinical Director",
                       action="Fresh eyes audit", due_date=due, theme_id=1, by="u")  # fmt: skip
+    _recorded_on(monkeypatch, date(2025, 12, 5))
     update_action(theme_model, done["action_id"], by="u", status="done", evidence="audit, Dec")
     return {"store": theme_model, "settings": settings, "open": open_one, "done": done}
 
@@ -309,6 +316,31 @@ def test_actions_are_overdue_as_of_the_end_of_the_reported_period(small, tmp_pat
     assert [a["action_id"] for a in data["extras"]["actions"]["overdue"]] == [open_id]
     assert data["extras"]["links"][1][0]["action_status"] == "overdue"
     assert "Overdue:" in html and "2025-12-31" in html
+
+
+def test_a_past_period_shows_each_action_as_it_stood_then(small, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Made again later, October's report still shows the action done in December as
+    open, and leaves out an action recorded in January: its strong link had none then."""
+    done_id = small["done"]["action_id"]
+    _recorded_on(monkeypatch, date(2026, 1, 5))
+    late = add_action(small["store"], rec_id="francis-2013-001", owner="Medical Director",
+                      action="Candour audit", theme_id=2, by="u")  # fmt: skip
+    data, html, xlsx = _write(small, tmp_path, "2025-10")
+    rows = _sheet(xlsx, "Actions")
+    by_id = {r["action_id"]: r for r in rows if r["action_id"] is not None}
+    assert set(by_id) == {small["open"]["action_id"], done_id}
+    assert (by_id[done_id]["status"], by_id[done_id]["evidence"]) == ("open", None)
+    gaps = [(r["theme_id"], r["recommendation id"]) for r in rows if r["flag"]]
+    assert gaps == [(2, "francis-2013-001")]
+    assert data["extras"]["links"][2][0]["action_status"] == "no action"
+    assert "No action: theme 2" in html
+    # the report for January, once it is over, has the new action and no gap
+    data = report_data(small["store"], small["settings"], period="2026-01", today=date(2026, 2, 1))
+    assert late["action_id"] in {a["action_id"] for a in data["extras"]["action_list"]}
+    assert data["extras"]["actions"]["strong_without_action"] == []
+    assert data["extras"]["links"][2][0]["action_status"] == "open"
+    statuses = {a["action_id"]: a["status"] for a in data["extras"]["action_list"]}
+    assert statuses[done_id] == "done"
 
 
 def test_report_and_emerging_themes_cover_the_same_periods(small) -> None:  # noqa: ANN001

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -265,6 +265,63 @@ def list_actions(
     with store.connect() as conn:
         rows = conn.execute(q).mappings().all()
     return [_row(r, today) for r in rows]
+
+
+def actions_as_of(
+    store: Store,
+    as_of: date,
+    *,
+    rec_id: str | None = None,
+    theme_id: int | None = None,
+    status: str | None = None,
+    overdue: bool = False,
+) -> list[dict[str, Any]]:
+    """Actions as they stood at the end of day `as_of` (UTC, as the store's timestamps),
+    judged overdue on that day; shaped and filtered as `list_actions`' are.
+
+    Actions created later are left out. Each action is its current row with the changes
+    recorded after `as_of` undone, newest first, which is the same as replaying its
+    history up to `as_of` and is still right for actions whose creation was not recorded.
+    """
+    ensure_tables(store)
+    if status is not None and status not in STATUSES:
+        raise ActionError(f"status '{status}' is not one of: {', '.join(STATUSES)}.")
+    end = datetime.combine(as_of + timedelta(days=1), time())
+    q = sa.select(link_actions).where(link_actions.c.created_at < end)
+    if rec_id is not None:
+        q = q.where(link_actions.c.rec_id == rec_id)
+    h = link_action_history
+    with store.connect() as conn:
+        rows = conn.execute(q.order_by(link_actions.c.action_id)).mappings().all()
+        changes = conn.execute(
+            sa.select(h)
+            .where(h.c.action_id.in_(q.with_only_columns(link_actions.c.action_id)))
+            .order_by(h.c.id)
+        ).mappings()
+        history: dict[int, list[Any]] = {}
+        for c in changes:
+            history.setdefault(c["action_id"], []).append(c)
+    out = []
+    for r in rows:
+        values = dict(r)
+        past = [c for c in history.get(r["action_id"], []) if c["changed_at"] < end]
+        later = [c for c in history.get(r["action_id"], []) if c["changed_at"] >= end]
+        for c in reversed(later):
+            for name, (old, _new) in json.loads(c["changes"]).items():
+                if name in EDITABLE:
+                    values[name] = old
+        values["due_date"] = parse_due(values["due_date"])
+        last = past[-1] if past else None
+        values["updated_at"] = last["changed_at"] if last else r["created_at"]
+        values["updated_by"] = last["changed_by"] if last else r["created_by"]
+        a = _row(values, as_of)
+        if (
+            (theme_id is None or a["theme_id"] == theme_id)
+            and (status is None or a["status"] == status)
+            and (a["overdue"] or not overdue)
+        ):
+            out.append(a)
+    return out
 
 
 def flagged_for_theme(flagged: dict[str, Any], theme_id: int) -> dict[str, Any]:

@@ -140,18 +140,18 @@ def _period_name(p: pd.Period, freq: Freq) -> str:
 
 def _extras(store: Store, theme_ids: list[int], *, as_of: date) -> dict[str, Any]:
     """Sections from other capabilities (recommendation links and actions, contributory
-    factors and harm, near-duplicates), when their tables hold data. Actions are judged
-    overdue as of `as_of`."""
+    factors and harm, near-duplicates), when their tables hold data. Actions are shown as
+    they stood at the end of `as_of`, and judged overdue on that day."""
     extras: dict[str, Any] = {}
     try:
         from themes import links
-        from themes.actions import list_actions
+        from themes.actions import actions_as_of
 
-        action_list = list_actions(store, today=as_of)
+        action_list = actions_as_of(store, as_of)
         extras["links"] = {
             t: _links_as_of(links.theme_links(store, t)[:3], action_list) for t in theme_ids
         }
-        extras["actions"] = links.flagged_actions(store, today=as_of)
+        extras["actions"] = links.flagged_actions(store, actions=action_list)
         extras["action_list"] = action_list
     except Exception as e:  # noqa: BLE001 - an optional section must not sink the report
         log.warning("report: recommendation links left out (%s)", e)
@@ -174,14 +174,19 @@ def _extras(store: Store, theme_ids: list[int], *, as_of: date) -> dict[str, Any
 def _links_as_of(
     items: list[dict[str, Any]], action_list: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """`theme_links` items with their actions, and so their action status, as judged in
-    `action_list` (the report's day, not today)."""
+    """`theme_links` items with the actions in `action_list` (as they stood on the
+    report's day, not today) on the same recommendation and theme or no theme, and so
+    their action status."""
     from themes.links import _action_summary
 
-    by_id = {a["action_id"]: a for a in action_list}
     out = []
     for li in items:
-        acts = [by_id.get(a["action_id"], a) for a in li.get("actions", [])]
+        rec_id = li["recommendation"]["rec_id"]
+        acts = [
+            a
+            for a in action_list
+            if a["rec_id"] == rec_id and a["theme_id"] in (None, li["theme_id"])
+        ]
         out.append({**li, "actions": acts, "action_status": _action_summary(acts)})
     return out
 

@@ -25,7 +25,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from themes import recommendations as rec_mod
-from themes.actions import OPEN_STATUSES, link_actions, list_actions
+from themes.actions import OPEN_STATUSES, list_actions
 from themes.actions import ensure_tables as ensure_action_tables
 from themes.errors import NotFoundError
 from themes.linker import SCORING_VERSION, Linker, Weights, passages, tokens
@@ -511,20 +511,28 @@ def case_links(
     return {"record_id": record_id, "links": out, "computed": bool(rows)}
 
 
-def flagged_actions(store: Store, *, today: date | None = None) -> dict[str, Any]:
-    """Overdue actions, and current strong theme links with no action recorded."""
+def flagged_actions(
+    store: Store,
+    *,
+    today: date | None = None,
+    actions: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Overdue actions, and current strong theme links with no action recorded.
+
+    `actions` are the actions to judge (as `list_actions` gives them; the governance report
+    passes them as they stood at its period's end); default: every action, overdue as of
+    `today`. A link is actioned by an action on its recommendation for its theme or for no
+    theme.
+    """
     ensure_tables(store)
-    today = today or date.today()
-    overdue = list_actions(store, overdue=True, today=today)
-    t, a = theme_links_table, link_actions
-    acted = sa.select(a.c.action_id).where(
-        a.c.rec_id == t.c.rec_id, sa.or_(a.c.theme_id.is_(None), a.c.theme_id == t.c.theme_id)
-    )
+    acts = list(actions) if actions is not None else list_actions(store, today=today)
+    acted = {(a["rec_id"], a["theme_id"]) for a in acts}
+    t = theme_links_table
     with store.connect() as conn:
-        rows = (
+        strong = (
             conn.execute(
                 sa.select(t.c.link_id, t.c.theme_id, t.c.rec_id, t.c.probability, t.c.rank)
-                .where(t.c.current.is_(True), t.c.strong.is_(True), ~sa.exists(acted))
+                .where(t.c.current.is_(True), t.c.strong.is_(True))
                 .order_by(t.c.theme_id, t.c.rank)
             )
             .mappings()
@@ -538,9 +546,14 @@ def flagged_actions(store: Store, *, today: date | None = None) -> dict[str, Any
                 )
             ).all()
         )
+    rows = [
+        r
+        for r in strong
+        if (r["rec_id"], None) not in acted and (r["rec_id"], r["theme_id"]) not in acted
+    ]
     recs = _recs_by_id(store, [r["rec_id"] for r in rows])
     return {
-        "overdue": overdue,
+        "overdue": [a for a in acts if a["overdue"]],
         "strong_without_action": [
             {
                 "link_id": r["link_id"],
