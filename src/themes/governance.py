@@ -149,7 +149,7 @@ def _extras(store: Store, theme_ids: list[int], *, as_of: date) -> dict[str, Any
 
         action_list = actions_as_of(store, as_of)
         extras["links"] = {
-            t: _links_as_of(links.theme_links(store, t)[:3], action_list) for t in theme_ids
+            t: links.theme_links(store, t, actions=action_list)[:3] for t in theme_ids
         }
         extras["actions"] = links.flagged_actions(store, actions=action_list)
         extras["action_list"] = action_list
@@ -169,26 +169,6 @@ def _extras(store: Store, theme_ids: list[int], *, as_of: date) -> dict[str, Any
     except Exception as e:  # noqa: BLE001
         log.warning("report: near-duplicate groups left out (%s)", e)
     return {k: v for k, v in extras.items() if v}
-
-
-def _links_as_of(
-    items: list[dict[str, Any]], action_list: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """`theme_links` items with the actions in `action_list` (as they stood on the
-    report's day, not today) on the same recommendation and theme or no theme, and so
-    their action status."""
-    from themes.links import _action_summary
-
-    out = []
-    for li in items:
-        rec_id = li["recommendation"]["rec_id"]
-        acts = [
-            a
-            for a in action_list
-            if a["rec_id"] == rec_id and a["theme_id"] in (None, li["theme_id"])
-        ]
-        out.append({**li, "actions": acts, "action_status": _action_summary(acts)})
-    return out
 
 
 # -- SVG charts --------------------------------------------------------------------------

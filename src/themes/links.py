@@ -422,10 +422,16 @@ def _action_summary(actions: list[dict[str, Any]]) -> str:
     return actions[-1]["status"]
 
 
-def theme_links(store: Store, theme_id: int) -> list[dict[str, Any]]:
+def theme_links(
+    store: Store, theme_id: int, *, actions: Sequence[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """A theme's ranked recommendations with score, probability, strong flag, evidence and
     the trust's actions on them (`action_status`: no action, open, in progress, done, not
-    applicable, or overdue)."""
+    applicable, or overdue): those on the recommendation for this theme or for no theme.
+
+    `actions` are the actions to show (as `list_actions` gives them; the governance report
+    passes them as they stood at its period's end); default: every action, as of today.
+    """
     ensure_tables(store)
     t = theme_links_table
     with store.connect() as conn:
@@ -444,10 +450,11 @@ def theme_links(store: Store, theme_id: int) -> list[dict[str, Any]]:
     if exists is None and not rows:
         raise NotFoundError(f"No theme {theme_id}; `themes themes` lists them.")
     recs = _recs_by_id(store, [r["rec_id"] for r in rows])
+    every = list(actions) if actions is not None else list_actions(store) if rows else []
     out = []
     for r in rows:
-        actions = [
-            a for a in list_actions(store, rec_id=r["rec_id"]) if a["theme_id"] in (None, theme_id)
+        acts = [
+            a for a in every if a["rec_id"] == r["rec_id"] and a["theme_id"] in (None, theme_id)
         ]
         out.append(
             {
@@ -460,8 +467,8 @@ def theme_links(store: Store, theme_id: int) -> list[dict[str, Any]]:
                 "n_cases": r["n_cases"],
                 "recommendation": recs.get(r["rec_id"], {"rec_id": r["rec_id"]}),
                 "evidence": json.loads(r["evidence"]),
-                "actions": actions,
-                "action_status": _action_summary(actions),
+                "actions": acts,
+                "action_status": _action_summary(acts),
                 "first_linked_at": r["first_linked_at"].isoformat(timespec="seconds"),
             }
         )
