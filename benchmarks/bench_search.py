@@ -185,9 +185,8 @@ def bench_pfd_alternatives(settings) -> dict[str, Any]:  # noqa: ANN001
     from itertools import product
 
     import bm25s
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from themes.linker import tfidf_text, zscore
+    from themes.linker import tfidf_vectorizer, zscore
     from themes.linker import tokens as stemmed
 
     ids, queries, texts, qvec, index, _ = pfd_task(settings)
@@ -220,10 +219,8 @@ def bench_pfd_alternatives(settings) -> dict[str, Any]:  # noqa: ANN001
         "BM25 (stemmed bigrams)": zscore(bm25_over(bigrams, 1.2, 0.75)),
         "dense cosine": zscore(qvec @ dvec.T),
     }
-    for name, ngrams in (("TF-IDF (words)", (1, 1)), ("TF-IDF (words and pairs)", (1, 2))):
-        vec = TfidfVectorizer(
-            preprocessor=tfidf_text, ngram_range=ngrams, sublinear_tf=True, stop_words="english"
-        )
+    for name, max_words in (("TF-IDF (words)", 1), ("TF-IDF (words and pairs)", 2)):
+        vec = tfidf_vectorizer(max_words)
         matrix = vec.fit_transform(texts)
         signals[name] = zscore((vec.transform(queries) @ matrix.T).toarray())
     dev = np.arange(n) % 2 == 0
@@ -306,13 +303,9 @@ def load_fft(settings) -> tuple[list[str], list[str]]:  # noqa: ANN001
 def tfidf_rankings(texts: list[str], sample: list[int], n: int = 10) -> list[np.ndarray]:
     """Top-n positions by the linker's TF-IDF cosine (words and word pairs) for each
     sampled text against all the others (itself left out): a comparison, not the product."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from themes.linker import tfidf_vectorizer
 
-    from themes.linker import tfidf_text
-
-    vec = TfidfVectorizer(
-        preprocessor=tfidf_text, ngram_range=(1, 2), sublinear_tf=True, stop_words="english"
-    )
+    vec = tfidf_vectorizer()
     matrix = vec.fit_transform(texts)
     sims = (matrix[sample] @ matrix.T).toarray()
     sims[np.arange(len(sample)), sample] = -np.inf

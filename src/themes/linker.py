@@ -105,6 +105,19 @@ def tfidf_text(text: str) -> str:
     return _PLACEHOLDER.sub(" ", text).lower()
 
 
+def tfidf_vectorizer(max_words: int = 2) -> Any:
+    """The linker's TF-IDF (scikit-learn): sublinear term frequency, English stop words,
+    placeholders dropped, runs of 1 to `max_words` words (default: words and word pairs)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        preprocessor=tfidf_text,
+        ngram_range=(1, max_words),
+        sublinear_tf=True,
+        stop_words="english",
+    )
+
+
 def sentences(text: str) -> list[str]:
     """Split text into sentences (hard line wraps joined, list items kept apart)."""
     parts = [re.sub(r"\s+", " ", p).strip() for p in _SENTENCE.split(text)]
@@ -236,11 +249,7 @@ class Linker:
         self.bm25_ = bm25s.BM25(k1=self.k1, b=self.b)
         self.bm25_.index(toks, show_progress=False)
         self.vocab_ = {w for t in toks for w in t}
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        self.tfidf_ = TfidfVectorizer(
-            preprocessor=tfidf_text, ngram_range=(1, 2), sublinear_tf=True, stop_words="english"
-        )
+        self.tfidf_ = tfidf_vectorizer()
         try:
             self.tfidf_matrix_ = self.tfidf_.fit_transform(corpus)
         except ValueError:  # no item has a word the vectoriser keeps
