@@ -27,7 +27,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check src tests pipelines benchmarks
 
-bench: install
+bench: install  ## every benchmark in turn (hours; `python benchmarks/run_all.py --list`)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 clean:
