@@ -445,15 +445,19 @@ def load_index(settings: Settings, *, read_only: bool = False) -> tuple[SearchIn
 def update_index(store: Store, settings: Settings) -> tuple[SearchIndex, IndexUpdate]:
     """Bring the saved index up to date with the store: new and changed records only.
 
-    A missing, corrupt or incompatible index is rebuilt from the store with a warning.
-    Vectors come from the embeddings cache (the embed step computed them).
+    A missing index is built from the store; a corrupt or incompatible one is rebuilt
+    with a warning. Vectors come from the embeddings cache (the embed step computed them).
     """
     path = index_path(settings)
     current = current_records(store)
+    first = not (path / "manifest.json").is_file()
     index, reason = load_index(settings)
     rebuilt = index is None
     if rebuilt:
-        log.warning("%s; rebuilding it from the store (%d records)", reason, len(current))
+        if first:
+            log.info("building the search index at %s (%d records)", path, len(current))
+        else:
+            log.warning("%s; rebuilding it from the store (%d records)", reason, len(current))
         indexed: dict[str, str] = {}
     else:
         indexed = dict(zip(index.ids_.tolist(), index.hashes_.tolist(), strict=True))
