@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 
 from _common import RESULTS, ROOT, SHARED_DATA, md_table, write_result  # noqa: E402
 from themes.embed import SentenceTransformerEmbedder  # noqa: E402
-from themes.search import fuse, new_index  # noqa: E402
+from themes.search import fuse, new_index, query_weights  # noqa: E402
 from themes.search_index import SearchIndex  # noqa: E402
 from themes.settings import load_settings  # noqa: E402
 
@@ -73,12 +73,30 @@ def dummy_meta(ids: list[str]) -> pd.DataFrame:
     )
 
 
+NEVER = 10**9
+"""`long_query_terms` that no query reaches: plain BM25, every query term counted once."""
+
+
 def ranked_lists(
-    index: SearchIndex, queries: list[str], qvecs: np.ndarray, exclude: list[int] | None = None
+    index: SearchIndex,
+    queries: list[str],
+    qvecs: np.ndarray,
+    exclude: list[int] | None = None,
+    *,
+    settings,  # noqa: ANN001
+    long_query_terms: int | None = None,
 ) -> list[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]:
+    """Per query: (BM25 list, dense list), POOL long. BM25 weights a long query's terms as
+    the product does (`search.long_query_terms`, or `long_query_terms` if given; NEVER:
+    plain BM25)."""
+    s = settings.search
+    if long_query_terms is not None:
+        s = s.model_copy(update={"long_query_terms": long_query_terms})
     out = []
     for i, (text, vec) in enumerate(zip(queries, qvecs, strict=True)):
-        b = index.bm25(index.query_tokens(text), n=POOL + 1)
+        tokens, counts = index.query_terms(text)
+        w = query_weights(index, tokens, counts, s)
+        b = index.bm25(tokens, n=POOL + 1, weights=w)
         d = index.dense(vec, n=POOL + 1)
         if exclude is not None:
             b = tuple(x[b[0] != exclude[i]][:POOL] for x in b)
@@ -139,7 +157,8 @@ def pfd_task(settings) -> tuple[list[str], list[str], list[str], np.ndarray, Sea
 
 def bench_pfd(settings) -> dict[str, Any]:  # noqa: ANN001
     ids, queries, _, qvec, index, index_s = pfd_task(settings)
-    lists = ranked_lists(index, queries, qvec)
+    lists = ranked_lists(index, queries, qvec, settings=settings)
+    plain = ranked_lists(index, queries, qvec, settings=settings, long_query_terms=NEVER)
     targets = list(range(len(ids)))
     dev = [i for i in range(len(ids)) if i % 2 == 0]
     test = [i for i in range(len(ids)) if i % 2 == 1]
@@ -157,14 +176,23 @@ def bench_pfd(settings) -> dict[str, Any]:  # noqa: ANN001
         "tuning_top": sorted(tuning, key=lambda r: -r["mrr"])[:10],
     }
     for split, idx in (("test", test), ("dev", dev), ("all", targets)):
-        ls, ts = pick(lists, idx), pick(targets, idx)
+        ls, ts, pl = pick(lists, idx), pick(targets, idx), pick(plain, idx)
+        conf = (s.fusion, s.rrf_k, s.dense_weight)
         rows = {
-            "hybrid (configured)": rank_metrics(fused(ls, s.fusion, s.rrf_k, s.dense_weight), ts),
+            "hybrid (configured)": rank_metrics(fused(ls, *conf), ts),
             "hybrid (chosen on dev)": rank_metrics(
                 fused(ls, best["fusion"], best["rrf_k"] or 0, best["dense_weight"]), ts
             ),
-            "hybrid (plain RRF k=60, w=0.5)": rank_metrics(fused(ls, "rrf", 60, 0.5), ts),
-            "bm25": rank_metrics([b[0] for b, _ in ls], ts),
+            "hybrid over plain BM25 (long queries not weighted)": rank_metrics(
+                fused(pl, *conf), ts
+            ),
+            "hybrid (plain BM25 + dense, RRF k=60, w=0.5)": rank_metrics(
+                fused(pl, "rrf", 60, 0.5), ts
+            ),
+            "bm25": rank_metrics([b[0] for b, _ in pl], ts),
+            "bm25, long queries TF-IDF-weighted (the product's lexical side alone)": (
+                rank_metrics([b[0] for b, _ in ls], ts)
+            ),
             "dense": rank_metrics([d[0] for _, d in ls], ts),
         }
         result["splits"][split] = rows
@@ -322,11 +350,21 @@ def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
         ids, ids, texts, vecs, dummy_meta(ids), model_id=settings.embed.model_id
     )
     sample = random.Random(0).sample(range(len(texts)), n_queries)
-    lists = ranked_lists(index, [texts[i] for i in sample], vecs[sample], exclude=sample)
+    queries = [texts[i] for i in sample]
+    lists = ranked_lists(index, queries, vecs[sample], exclude=sample, settings=settings)
+    plain = ranked_lists(
+        index, queries, vecs[sample], exclude=sample, settings=settings, long_query_terms=NEVER
+    )
     s = settings.search
     methods = {
         "hybrid": fused(lists, s.fusion, s.rrf_k, s.dense_weight),
-        "bm25": [b[0] for b, _ in lists],
+        "hybrid over plain BM25 (long queries not weighted)": fused(
+            plain, s.fusion, s.rrf_k, s.dense_weight
+        ),
+        "bm25": [b[0] for b, _ in plain],
+        "bm25, long queries TF-IDF-weighted (the product's lexical side alone)": [
+            b[0] for b, _ in lists
+        ],
         "dense": [d[0] for _, d in lists],
         "TF-IDF cosine (not in the product)": tfidf_rankings(texts, sample),
     }
@@ -339,6 +377,63 @@ def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
         out[name] = round(float(np.mean(prec)), 4)
     return {"comments": len(texts), "labels": len(set(labels)), "queries": n_queries,
             "precision@10": out}  # fmt: skip
+
+
+LONG_QUERY_SWEEP = (0, 10, 20, 40, NEVER)
+
+
+def bench_query_weighting(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
+    """`search.long_query_terms` swept on three tasks in one run, with all else configured:
+    PFD MRR (test half; same-report retrieval), and precision@10 of same label on FFT
+    comments and of same planted theme on demo narratives (sampled queries, self left
+    out), for the hybrid and for BM25 alone, with the share of queries it weights."""
+    s = settings.search
+    tasks: dict[str, Any] = {}
+    ids, queries, texts, qvec, index, _ = pfd_task(settings)
+    test = list(range(1, len(ids), 2))
+    tasks["pfd"] = (index, [queries[i] for i in test], qvec[test], None, test, None)
+    labelled = {"demo": load_demo_themes(settings, demo_records)}
+    if FFT.is_file():
+        labelled["fft"] = load_fft(settings)
+    for name, (docs, labels) in labelled.items():
+        keep = [i for i, t in enumerate(docs) if t.strip()]
+        docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
+        vecs = embed_cached(f"{name}_themes" if name == "demo" else name, docs, settings)
+        names = [f"{name}{i}" for i in range(len(docs))]
+        ix = new_index(s).fit(
+            names, names, docs, vecs, dummy_meta(names), model_id=settings.embed.model_id
+        )
+        sample = random.Random(0).sample(range(len(docs)), min(n_queries, len(docs)))
+        tasks[name] = (ix, [docs[i] for i in sample], vecs[sample], sample, sample, labels)
+
+    def p10(rankings: list[np.ndarray], sample: list[int], labels: list[str]) -> float:
+        prec = [
+            np.mean([labels[p] == labels[q] for p in r[:10]]) if len(r) else 0.0
+            for r, q in zip(rankings, sample, strict=True)
+        ]
+        return round(float(np.mean(prec)), 4)
+
+    rows = []
+    for threshold in LONG_QUERY_SWEEP:
+        row: dict[str, Any] = {"long_query_terms": None if threshold == NEVER else threshold}
+        for name, (ix, qs, qv, exclude, targets, labels) in tasks.items():
+            lists = ranked_lists(ix, qs, qv, exclude, settings=settings, long_query_terms=threshold)
+            hybrid = fused(lists, s.fusion, s.rrf_k, s.dense_weight)
+            bm25 = [b[0] for b, _ in lists]
+            if labels is None:
+                row[f"{name}_hybrid"] = rank_metrics(hybrid, targets)["mrr"]
+                row[f"{name}_bm25"] = rank_metrics(bm25, targets)["mrr"]
+            else:
+                row[f"{name}_hybrid"] = p10(hybrid, targets, labels)
+                row[f"{name}_bm25"] = p10(bm25, targets, labels)
+            terms = [len(ix.query_terms(q)[0]) for q in qs]
+            row[f"{name}_weighted"] = round(
+                float(np.mean([t >= max(1, threshold) for t in terms])), 3
+            )
+        rows.append(row)
+        print(f"long_query_terms={row['long_query_terms']}: {row}", flush=True)
+    return {"rows": rows, "configured": s.long_query_terms, "tasks": list(tasks),
+            "queries": n_queries, "demo_records": demo_records}  # fmt: skip
 
 
 BM25_K1 = (1.2, 1.5, 2.0, 2.5, 3.0)
@@ -360,8 +455,10 @@ def load_demo_themes(settings, n: int, seed: int = 3) -> tuple[list[str], list[s
 
 
 def bench_bm25_params(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
-    """BM25 alone over a (k1, b) grid: PFD MRR on the dev and test halves, and
-    precision@10 of same label on FFT comments and of same planted theme on demo data.
+    """The product's lexical side alone (BM25; a long query's terms weighted as
+    `search.long_query_terms` says) over a (k1, b) grid: PFD MRR on the dev and test
+    halves, and precision@10 of same label on FFT comments and of same planted theme on
+    demo data.
 
     The choice: the best PFD dev MRR among settings that lose at most BM25_MAX_LOSS
     precision@10 on FFT and on demo data against BM25_BEFORE, so that the setting is not
@@ -375,10 +472,14 @@ def bench_bm25_params(settings, n_queries: int, demo_records: int) -> dict[str, 
         labelled["fft"] = load_fft(settings)
     labelled["demo"] = load_demo_themes(settings, demo_records)
 
+    def lexical(ix: SearchIndex, text: str, n: int) -> np.ndarray:
+        tokens, counts = ix.query_terms(text)
+        return ix.bm25(tokens, n=n, weights=query_weights(ix, tokens, counts, settings.search))[0]
+
     def precision(ix: SearchIndex, docs: list[str], labels: list[str], sample: list[int]) -> float:
         out = []
         for q in sample:
-            pos = [p for p in ix.bm25(ix.query_tokens(docs[q]), n=11)[0] if p != q][:10]
+            pos = [p for p in lexical(ix, docs[q], 11) if p != q][:10]
             out.append(np.mean([labels[p] == labels[q] for p in pos]) if pos else 0.0)
         return round(float(np.mean(out)), 4)
 
@@ -397,7 +498,7 @@ def bench_bm25_params(settings, n_queries: int, demo_records: int) -> dict[str, 
                 ids, ids, texts, dvec, dummy_meta(ids), model_id="m"
             )
             for half, idx in halves.items():
-                ranked = [pfd.bm25(pfd.query_tokens(queries[i]), n=POOL)[0] for i in idx]
+                ranked = [lexical(pfd, queries[i], POOL) for i in idx]
                 row[f"pfd_{half}_mrr"] = rank_metrics(ranked, list(idx))["mrr"]
             for name, (names, docs, labels, sample) in prepared.items():
                 ix = SearchIndex(bm25_k1=k1, bm25_b=b).fit(
@@ -671,9 +772,20 @@ def markdown(res: dict[str, Any]) -> str:
         gain = round(test["hybrid (configured)"]["mrr"] - best_single, 4)
         lines += [
             f"On the test half the configured hybrid is **{gain:+.4f} MRR** against the better "
-            f"single method (target ≥ +0.05: {'met' if gain >= 0.05 else '**missed**'}).",
+            "single method, BM25 alone or dense alone "
+            f"(target ≥ +0.05: {'met' if gain >= 0.05 else '**missed**'}).",
             "",
         ]
+        lexical = test.get("bm25, long queries TF-IDF-weighted (the product's lexical side alone)")
+        if lexical is not None:
+            own = round(test["hybrid (configured)"]["mrr"] - lexical["mrr"], 4)
+            lines += [
+                "Most of that gain is the lexical side's, not the fusion's: the product's "
+                "BM25, which weights the terms of a long query by TF-IDF "
+                f"(`search.long_query_terms`), scores {lexical['mrr']} alone, and the hybrid "
+                f"is **{own:+.4f}** against it.",
+                "",
+            ]
         for split in ("test", "all"):
             rows = [
                 [m, v["mrr"], v["recall@1"], v["recall@10"], v["queries"]]
@@ -698,12 +810,36 @@ def markdown(res: dict[str, Any]) -> str:
             ),  # fmt: skip
             "",
         ]
+    if "query_weighting" in res:
+        q = res["query_weighting"]
+        names = {"pfd": "PFD test MRR", "fft": "FFT p@10", "demo": "demo p@10"}
+        header = ["long_query_terms"]
+        for t in q["tasks"]:
+            header += [f"{names[t]} hybrid", f"{names[t]} BM25", f"{t} queries weighted"]
+        lines += [
+            "_Long-query term weighting_ (`search.long_query_terms`, configured "
+            f"{q['configured']}; — = never): a query with at least this many distinct "
+            "indexed words weights them by (1 + ln count) × idf in BM25. Everything else as "
+            f"configured; FFT and demo: {q['queries']} sampled queries, self excluded; demo: "
+            f"{q['demo_records']} records, same planted theme.",
+            "",
+            md_table(
+                header,
+                [
+                    [r["long_query_terms"] if r["long_query_terms"] is not None else "—"]
+                    + [r[f"{t}_{c}"] for t in q["tasks"] for c in ("hybrid", "bm25", "weighted")]
+                    for r in q["rows"]
+                ],
+            ),  # fmt: skip
+            "",
+        ]
     if "bm25_params" in res:
         g = res["bm25_params"]
         cols = [c for c in ("fft", "demo") if c in g["checked_on"]]
         names = {"fft": "FFT p@10", "demo": "demo p@10"}
         lines += [
-            "_BM25 parameters_ (BM25 alone, the product's index). Chosen: the best PFD dev "
+            "_BM25 parameters_ (the product's lexical side alone: its index, long queries "
+            "weighted). Chosen: the best PFD dev "
             f"MRR among settings that lose at most {g['max_loss']} precision@10 on "
             f"{' and '.join(names[c].split()[0] for c in cols)} against the earlier setting "
             f"k1 {g['before']['k1']}, b {g['before']['b']} ({g['queries']} sampled queries "
@@ -798,6 +934,7 @@ def main() -> None:
     ap.add_argument("--skip-fft", action="store_true")
     ap.add_argument("--skip-dups", action="store_true")
     ap.add_argument("--skip-bm25-params", action="store_true")
+    ap.add_argument("--skip-weighting", action="store_true", help="no long-query sweep")
     ap.add_argument("--bm25-queries", type=int, default=500)
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
@@ -823,6 +960,11 @@ def main() -> None:
             }
         else:
             print(f"SKIP PFD: {PFD_CSV} is absent")
+    if not args.skip_weighting and "pfd" in res:
+        res["query_weighting"] = {
+            **bench_query_weighting(settings, args.bm25_queries, args.bm25_demo_records),
+            "measured_at": stamp(),
+        }
     if not args.skip_bm25_params and "pfd" in res:
         res["bm25_params"] = {
             **bench_bm25_params(settings, args.bm25_queries, args.bm25_demo_records),

@@ -640,3 +640,66 @@ def test_search_commands_print_the_documented_json(demo_run) -> None:  # noqa: A
     assert isinstance(json.loads(groups.stdout), list | dict)
     missing = runner.invoke(app, ["similar", "NO-SUCH-RECORD"])
     assert missing.exit_code != 0 and "NO-SUCH-RECORD" in missing.output
+
+
+def _long_query_corpus() -> tuple[SearchIndex, str]:
+    """A decoy record that shares many everyday words with a long query, and the target,
+    which shares its few specific ones; 60 background records make the everyday words
+    common and the specific ones rare."""
+    rng = np.random.default_rng(3)
+    common = [f"everyday{i}" for i in range(20)]
+    specific = ["gentamicin", "nomogram", "trough", "ototoxicity", "aminoglycoside"]
+    texts = [" ".join(rng.choice(common, 6, replace=False)) + " routine" for _ in range(60)]
+    filler = " ".join(f"filler{i}" for i in range(13))  # the same length as the decoy
+    texts += [" ".join(common), " ".join(specific) + " " + " ".join(common[:2]) + " " + filler]
+    ids = [f"R{i}" for i in range(len(texts))]
+    meta = _corpus(len(texts))[3].assign(record_id=ids)
+    vecs = np.eye(len(texts), 8, dtype=np.float32) + 1e-3
+    index = SearchIndex(bm25_k1=2.5, bm25_b=1.0).fit(ids, ids, texts, vecs, meta, model_id="m")
+    query = " ".join(common) + " " + " ".join(specific * 2)
+    return index, query
+
+
+def test_a_long_query_weights_its_specific_words_above_its_everyday_ones() -> None:
+    from themes.search import text_query
+
+    index, query = _long_query_corpus()
+    tokens, counts = index.query_terms(query)
+    assert len(tokens) == 25 and sorted(set(counts)) == [1, 2]
+    # plain BM25 (every query word once): the decoy's twenty everyday words win
+    plain = index.bm25(tokens, n=3)[0]
+    assert index.ids_[plain[0]] == "R60"
+    weights = index.term_weights(tokens, counts)
+    vocab = index.tokenizer_.get_vocab_dict()
+    w = dict(zip(tokens, weights.tolist(), strict=True))
+    assert w[vocab["gentamicin"]] > 2 * w[vocab["everyday0"]]
+    assert weights.mean() == pytest.approx(1.0)
+    # the product's path: 25 distinct words >= long_query_terms, so the terms are weighted
+    s = SearchSettings(long_query_terms=20)
+    _, hits = text_query(index, query, embed=None, settings=s, n=3, method="bm25")
+    assert index.ids_[hits[0][0]] == "R61"
+    # above the threshold's reach, the same query is plain BM25 again
+    s = SearchSettings(long_query_terms=26)
+    _, hits = text_query(index, query, embed=None, settings=s, n=3, method="bm25")
+    assert [h[0] for h in hits] == plain.tolist()
+
+
+def test_weighted_bm25_with_unit_weights_is_plain_bm25_and_respects_the_mask() -> None:
+    from themes.search_index import _weighted_scorer, _weighted_scores_numpy
+
+    index, query = _long_query_corpus()
+    tokens, counts = index.query_terms(query)
+    ones = np.ones(len(tokens), dtype=np.float32)
+    p1, s1 = index.bm25(tokens, n=62)
+    p2, s2 = index.bm25(tokens, n=62, weights=ones)
+    assert p1.tolist() == p2.tolist() and s1 == pytest.approx(s2, rel=1e-5)
+    sc = index.bm25_.scores
+    args = (sc["data"], sc["indptr"], sc["indices"], int(sc["num_docs"]),
+            np.asarray(tokens, dtype=np.int64), index.term_weights(tokens, counts))  # fmt: skip
+    assert _weighted_scorer()(*args) == pytest.approx(_weighted_scores_numpy(*args), rel=1e-5)
+    mask = np.zeros(index.size, dtype=bool)
+    mask[::7] = True
+    pos, _ = index.bm25(tokens, n=62, mask=mask, weights=index.term_weights(tokens, counts))
+    assert len(pos) and set(pos.tolist()) <= set(np.flatnonzero(mask).tolist())
+    with pytest.raises(ValueError, match="2 weights for 25 query terms"):
+        index.bm25(tokens, n=5, weights=ones[:2])

@@ -49,3 +49,11 @@ def test_section_hash_changes_with_setting() -> None:
     a = load_settings().section_hash("themes")
     b = load_settings(themes={"seed": 7}).section_hash("themes")
     assert a != b
+
+
+def test_a_negative_long_query_threshold_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THEMES_SEARCH__LONG_QUERY_TERMS", "-1")
+    with pytest.raises(ConfigError, match="long_query_terms"):
+        load_settings()
+    monkeypatch.setenv("THEMES_SEARCH__LONG_QUERY_TERMS", "0")
+    assert load_settings().search.long_query_terms == 0

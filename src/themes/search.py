@@ -97,8 +97,11 @@ def retrieve(
     method: str = "hybrid",
     exclude: int | None = None,
     worker: QueryEmbedder | None = None,
+    weights: np.ndarray | None = None,
 ) -> list[tuple[int, float, int | None, int | None]]:
     """Ranked (position, score, bm25 rank, dense rank) for a query, filtered, best first.
+
+    `weights` (one per token) weight the query's terms in BM25; None counts each once.
 
     `vector` may be a callable (e.g. a pending embedding's `Future.result`): it is called
     only after the filter mask is ready, so the query can be embedded meanwhile. With a
@@ -117,7 +120,7 @@ def retrieve(
         pending = vector
         search = index.dense_search(n=pool, mask=mask)  # gathers a small filter's rows now
         dense_job = worker.run(lambda: search(pending()))
-    lexical = index.bm25(tokens, n=pool, mask=mask) if method != "dense" else empty
+    lexical = index.bm25(tokens, n=pool, mask=mask, weights=weights) if method != "dense" else empty
     if dense_job is not None:
         semantic = dense_job.result()
     else:
@@ -358,10 +361,11 @@ def text_query(
     """A free-text query end to end: (its BM25 token ids, ranked hits as `retrieve`).
 
     The query is embedded, then searched densely, on `embed`'s worker thread while the
-    mask and BM25 are computed on this one.
+    mask and BM25 are computed on this one. A long query (`query_weights`) has its terms
+    weighted in BM25.
     """
     pending = embed.submit(text) if embed is not None and method != "bm25" else None
-    tokens = index.query_tokens(text)
+    tokens, counts = index.query_terms(text)
     hits = retrieve(
         index,
         tokens=tokens,
@@ -371,8 +375,23 @@ def text_query(
         filters=filters,
         method=method,
         worker=embed,
+        weights=query_weights(index, tokens, counts, settings),
     )
     return tokens, hits
+
+
+def query_weights(
+    index: SearchIndex, tokens: Sequence[int], counts: Sequence[int], settings: SearchSettings
+) -> np.ndarray | None:
+    """BM25 weights of a query's terms: TF-IDF weights (`SearchIndex.term_weights`) for a
+    query of at least `search.long_query_terms` distinct words, else None (each counts once).
+
+    A few typed words are all meant; in a pasted narrative of dozens of words the common
+    ones ("bed", "night", "family") would otherwise count as much as the specific ones.
+    """
+    if len(tokens) < max(1, settings.long_query_terms):
+        return None
+    return index.term_weights(tokens, counts)
 
 
 def new_index(settings: SearchSettings) -> SearchIndex:

@@ -351,12 +351,43 @@ class SearchIndex:
 
     def query_tokens(self, text: str) -> list[int]:
         """Token ids of a query (words the collection never used are dropped)."""
+        return self.query_terms(text)[0]
+
+    def query_terms(self, text: str) -> tuple[list[int], list[int]]:
+        """Distinct token ids of a query in first-seen order, and how often each occurs."""
         self._check_fitted()
         vocab = self.tokenizer_.get_vocab_dict()
         lists = self.tokenizer_.tokenize(
             [text], update_vocab=False, return_as="string", show_progress=False
         )
-        return self._terms(vocab[t] for t in lists[0] if t in vocab)
+        counts: dict[int, int] = {}
+        for t in lists[0]:
+            if t in vocab:
+                counts[vocab[t]] = counts.get(vocab[t], 0) + 1
+        tokens = self._terms(counts)
+        return tokens, [counts[t] for t in tokens]
+
+    def term_weights(self, tokens: Sequence[int], counts: Sequence[int]) -> np.ndarray:
+        """TF-IDF weights of a long query's terms, (1 + ln count) x idf, scaled to mean 1.
+
+        idf is BM25's own, ln(1 + (N - df + 0.5) / (df + 0.5)), so a word in most records
+        adds little and a rare, specific one counts for more, as in "more like this".
+        """
+        self._check_fitted()
+        if not len(tokens):
+            return np.zeros(0, dtype=np.float32)
+        if self.bm25_ is None:
+            return np.ones(len(tokens), dtype=np.float32)
+        cached = self.__dict__.get("_df_of")
+        if cached is None or cached[0] is not self.bm25_:  # rebuilt since: recount
+            cached = (self.bm25_, self.document_frequency())
+            self._df_of = cached
+        n = float(self.bm25_.scores["num_docs"])
+        df = cached[1][np.asarray(tokens, dtype=np.int64)].astype(np.float64)
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        weights = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * idf
+        mean = float(weights.mean())
+        return (weights / mean if mean > 0 else np.ones(len(tokens))).astype(np.float32)
 
     def tokens_of(self, pos: int) -> list[int]:
         """The indexed token ids of one record (for "more like this" and word overlap),
@@ -373,14 +404,38 @@ class SearchIndex:
         return list(terms)
 
     def bm25(
-        self, tokens: Sequence[int], *, n: int, mask: np.ndarray | None = None
+        self,
+        tokens: Sequence[int],
+        *,
+        n: int,
+        mask: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n positions and BM25 scores (only records sharing a term, inside the mask)."""
+        """Top-n positions and BM25 scores (only records sharing a term, inside the mask).
+
+        `weights` (one per token, e.g. `term_weights`) scale each term's contribution;
+        None counts every term once, as plain BM25 does.
+        """
         self._check_fitted()
-        if self.bm25_ is None or not tokens:
+        if self.bm25_ is None or not len(tokens):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         weight = None if mask is None else mask.astype(np.float32)
-        scores = self.bm25_.get_scores([int(t) for t in tokens], weight_mask=weight)
+        if weights is None:
+            scores = self.bm25_.get_scores([int(t) for t in tokens], weight_mask=weight)
+        else:
+            if len(weights) != len(tokens):
+                raise ValueError(f"{len(weights)} weights for {len(tokens)} query terms")
+            sc = self.bm25_.scores
+            scores = _weighted_scorer()(
+                sc["data"],
+                sc["indptr"],
+                sc["indices"],
+                int(sc["num_docs"]),
+                np.asarray(tokens, dtype=np.int64),
+                np.asarray(weights, dtype=np.float32),
+            )
+            if weight is not None:
+                scores *= weight
         return _top(scores, n, positive_only=True)
 
     def dense(
@@ -725,6 +780,61 @@ def _use_gil_free_scorer(bm25: Any) -> None:
             return
         _SCORER = njit(nogil=True, cache=True)(_compute_relevance_from_scores_jit_ready)
     bm25._compute_relevance_from_scores = _SCORER
+
+
+def _weighted_scores(
+    data: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    num_docs: int,
+    tokens: np.ndarray,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """BM25 scores of every record for weighted query terms: the sum over the query's terms
+    of weight x the term's precomputed BM25 score in the record (bm25s's kernel, weighted)."""
+    scores = np.zeros(num_docs, dtype=np.float32)
+    for i in range(len(tokens)):
+        w = weights[i]
+        for j in range(indptr[tokens[i]], indptr[tokens[i] + 1]):
+            scores[indices[j]] += w * data[j]
+    return scores
+
+
+def _weighted_scores_numpy(
+    data: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    num_docs: int,
+    tokens: np.ndarray,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """`_weighted_scores` without numba: one bincount over the query terms' postings."""
+    starts, ends = indptr[tokens], indptr[tokens + 1]
+    if not len(tokens) or int((ends - starts).sum()) == 0:
+        return np.zeros(num_docs, dtype=np.float32)
+    spans = [np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    at = np.concatenate(spans)
+    w = np.repeat(weights, ends - starts)
+    return np.bincount(indices[at], weights=w * data[at], minlength=num_docs).astype(np.float32)
+
+
+_WEIGHTED: Any = None
+
+
+def _weighted_scorer() -> Callable[..., np.ndarray]:
+    """The weighted kernel compiled with numba (GIL released, as `_use_gil_free_scorer`),
+    or its numpy form when numba is absent or disabled."""
+    global _WEIGHTED
+    if _WEIGHTED is None:
+        _WEIGHTED = _weighted_scores_numpy
+        if not os.environ.get("NUMBA_DISABLE_JIT"):
+            try:
+                from numba import njit
+
+                _WEIGHTED = njit(nogil=True, cache=True)(_weighted_scores)
+            except ImportError:
+                pass
+    return _WEIGHTED
 
 
 def _check_vectors(vectors: np.ndarray, n: int) -> np.ndarray:

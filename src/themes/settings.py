@@ -186,6 +186,11 @@ class SearchSettings(_Section):
     that keep FFT and demo precision@10 within 0.01 (benchmarks/bench_search.py)."""
     bm25_b: float = 1.0
     """BM25 length normalisation (1: full; long narratives do not win by length alone)."""
+    long_query_terms: int = Field(default=20, ge=0)
+    """A query with at least this many distinct indexed words (a pasted narrative rather
+    than a few words) weights each word in BM25 by (1 + ln its count in the query) x its
+    idf, as TF-IDF weights a document; a shorter query counts every word once. 0 weights
+    every query. Measured on PFD, FFT and demo data (benchmarks/bench_search.py)."""
     ann_min_records: int = 50_000
     """Collections at least this large use an approximate (ANN) index; smaller: exact."""
     ann_connectivity: int = 16
