@@ -685,18 +685,19 @@ def test_a_long_query_weights_its_specific_words_above_its_everyday_ones() -> No
 
 
 def test_weighted_bm25_with_unit_weights_is_plain_bm25_and_respects_the_mask() -> None:
-    from themes.search_index import _weighted_scorer, _weighted_scores_numpy
-
     index, query = _long_query_corpus()
     tokens, counts = index.query_terms(query)
     ones = np.ones(len(tokens), dtype=np.float32)
     p1, s1 = index.bm25(tokens, n=62)
     p2, s2 = index.bm25(tokens, n=62, weights=ones)
     assert p1.tolist() == p2.tolist() and s1 == pytest.approx(s2, rel=1e-5)
-    sc = index.bm25_.scores
-    args = (sc["data"], sc["indptr"], sc["indices"], int(sc["num_docs"]),
-            np.asarray(tokens, dtype=np.int64), index.term_weights(tokens, counts))  # fmt: skip
-    assert _weighted_scorer()(*args) == pytest.approx(_weighted_scores_numpy(*args), rel=1e-5)
+    # weighted scores are the weighted sum of bm25s's own one-term scores
+    weights = index.term_weights(tokens, counts)
+    one_term = [index.bm25_.get_scores([int(t)]) for t in tokens]
+    reference = sum(w * s for w, s in zip(weights, one_term, strict=True))
+    pos, got = index.bm25(tokens, n=62, weights=weights)
+    assert got == pytest.approx(reference[pos], rel=1e-5)
+    assert set(pos.tolist()) == set(np.flatnonzero(reference > 0).tolist())
     mask = np.zeros(index.size, dtype=bool)
     mask[::7] = True
     pos, _ = index.bm25(tokens, n=62, mask=mask, weights=index.term_weights(tokens, counts))

@@ -108,7 +108,7 @@ def word_overlap(
     of event uses ("pressure ulcer", "sacrum") say little about whether two reports are of
     the *same* event; the facts that set this report apart from its look-alikes say much.
     """
-    weight = _idf(index).copy()
+    weight = index.idf().copy()
     if context is not None and len(context):
         m = len(context)
         df = np.zeros(len(weight), dtype=np.float64)
@@ -184,17 +184,6 @@ def _derived(index: SearchIndex, name: str, build: Callable[[SearchIndex], T]) -
         cached = (index.version_, build(index))
         setattr(index, name, cached)
     return cached[1]
-
-
-def _idf(index: SearchIndex) -> np.ndarray:
-    """BM25's IDF of every token id, cached on the index until it changes."""
-
-    def build(index: SearchIndex) -> np.ndarray:
-        df = index.document_frequency().astype(np.float64)
-        n = float(index.size)
-        return np.log1p((n - df + 0.5) / (df + 0.5))
-
-    return _derived(index, "_dup_idf", build)
 
 
 def _by_day(index: SearchIndex) -> tuple[np.ndarray, np.ndarray]:

@@ -370,21 +370,15 @@ class SearchIndex:
     def term_weights(self, tokens: Sequence[int], counts: Sequence[int]) -> np.ndarray:
         """TF-IDF weights of a long query's terms, (1 + ln count) x idf, scaled to mean 1.
 
-        idf is BM25's own, ln(1 + (N - df + 0.5) / (df + 0.5)), so a word in most records
-        adds little and a rare, specific one counts for more, as in "more like this".
+        idf is BM25's own (`idf`), so a word in most records adds little and a rare,
+        specific one counts for more, as in "more like this".
         """
         self._check_fitted()
         if not len(tokens):
             return np.zeros(0, dtype=np.float32)
         if self.bm25_ is None:
             return np.ones(len(tokens), dtype=np.float32)
-        cached = self.__dict__.get("_df_of")
-        if cached is None or cached[0] is not self.bm25_:  # rebuilt since: recount
-            cached = (self.bm25_, self.document_frequency())
-            self._df_of = cached
-        n = float(self.bm25_.scores["num_docs"])
-        df = cached[1][np.asarray(tokens, dtype=np.int64)].astype(np.float64)
-        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        idf = self.idf()[np.asarray(tokens, dtype=np.int64)]
         weights = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * idf
         mean = float(weights.mean())
         return (weights / mean if mean > 0 else np.ones(len(tokens))).astype(np.float32)
@@ -585,6 +579,19 @@ class SearchIndex:
         if self.bm25_ is None:
             return np.zeros(0, dtype=np.int64)
         return np.diff(np.asarray(self.bm25_.scores["indptr"]))
+
+    def idf(self) -> np.ndarray:
+        """BM25's idf of every token id, ln(1 + (N - df + 0.5) / (df + 0.5)), read-only and
+        cached until the index changes (`version_`)."""
+        self._check_fitted()
+        cached = self.__dict__.get("_idf")
+        if cached is None or cached[0] != self.version_:
+            df = self.document_frequency().astype(np.float64)
+            idf = np.log1p((float(self.size) - df + 0.5) / (df + 0.5))
+            idf.setflags(write=False)
+            cached = (self.version_, idf)
+            self._idf = cached
+        return cached[1]
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -800,40 +807,18 @@ def _weighted_scores(
     return scores
 
 
-def _weighted_scores_numpy(
-    data: np.ndarray,
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    num_docs: int,
-    tokens: np.ndarray,
-    weights: np.ndarray,
-) -> np.ndarray:
-    """`_weighted_scores` without numba: one bincount over the query terms' postings."""
-    starts, ends = indptr[tokens], indptr[tokens + 1]
-    if not len(tokens) or int((ends - starts).sum()) == 0:
-        return np.zeros(num_docs, dtype=np.float32)
-    spans = [np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-    at = np.concatenate(spans)
-    w = np.repeat(weights, ends - starts)
-    return np.bincount(indices[at], weights=w * data[at], minlength=num_docs).astype(np.float32)
-
-
 _WEIGHTED: Any = None
 
 
 def _weighted_scorer() -> Callable[..., np.ndarray]:
-    """The weighted kernel compiled with numba (GIL released, as `_use_gil_free_scorer`),
-    or its numpy form when numba is absent or disabled."""
+    """`_weighted_scores` compiled with numba with the GIL released, as
+    `_use_gil_free_scorer` does for the plain kernel (numba is a dependency; with
+    NUMBA_DISABLE_JIT set the same function runs as plain Python)."""
     global _WEIGHTED
     if _WEIGHTED is None:
-        _WEIGHTED = _weighted_scores_numpy
-        if not os.environ.get("NUMBA_DISABLE_JIT"):
-            try:
-                from numba import njit
+        from numba import njit
 
-                _WEIGHTED = njit(nogil=True, cache=True)(_weighted_scores)
-            except ImportError:
-                pass
+        _WEIGHTED = njit(nogil=True, cache=True)(_weighted_scores)
     return _WEIGHTED
 
 
