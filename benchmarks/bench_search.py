@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 
 from _common import RESULTS, ROOT, SHARED_DATA, md_table, write_result  # noqa: E402
 from themes.embed import SentenceTransformerEmbedder  # noqa: E402
-from themes.search import fuse, new_index, query_weights  # noqa: E402
+from themes.search import SIMILAR_TERMS, fuse, new_index, query_weights, similar_terms  # noqa: E402
 from themes.search_index import SearchIndex  # noqa: E402
 from themes.settings import load_settings  # noqa: E402
 
@@ -434,6 +434,96 @@ def bench_query_weighting(settings, n_queries: int, demo_records: int) -> dict[s
         print(f"long_query_terms={row['long_query_terms']}: {row}", flush=True)
     return {"rows": rows, "configured": s.long_query_terms, "tasks": list(tasks),
             "queries": n_queries, "demo_records": demo_records}  # fmt: skip
+
+
+SIMILAR_LIMITS = (16, 32, SIMILAR_TERMS, 128, NEVER)
+
+
+def rarest_terms(index: SearchIndex, pos: int, limit: int = 64) -> list[int]:
+    """The "more like this" query before this benchmark: the record's 64 rarest shared terms, each
+    counted once (the baseline row; no longer the product's)."""
+    tokens = np.asarray(index.tokens_of(pos), dtype=np.int64)
+    df = index.document_frequency()
+    keep = tokens[df[tokens] > 1]
+    return keep[np.argsort(df[keep], kind="stable")][:limit].tolist()
+
+
+def similar_query(
+    ix: SearchIndex,
+    text: str,
+    pos: int,
+    variant: str | int,
+    s,  # noqa: ANN001
+) -> tuple[list[int], np.ndarray | None]:
+    """The BM25 query (terms, weights) of one "more like this" variant for record `pos`:
+    "before" (64 rarest, unweighted), "typed" (its whole text as a query) or a term
+    limit for the product's `similar_terms`."""
+    if variant == "before":
+        return rarest_terms(ix, pos), None
+    if variant == "typed":
+        tokens, counts = ix.query_terms(text)
+        return tokens, query_weights(ix, tokens, counts, s)
+    return similar_terms(ix, pos, s, limit=int(variant))
+
+
+def p10_of(rankings: list[np.ndarray], sample: list[int], labels: list[str]) -> float:
+    """Mean precision@10 of same label over the sampled queries."""
+    prec = [
+        np.mean([labels[p] == labels[q] for p in r[:10]]) if len(r) else 0.0
+        for r, q in zip(rankings, sample, strict=True)
+    ]
+    return round(float(np.mean(prec)), 4)
+
+
+def bench_similar(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
+    """The "more like this" query (`themes similar`): precision@10 of same planted theme on demo
+    narratives and of same label on FFT comments, for sampled indexed records (each
+    left out of its own results), hybrid and BM25 alone: the product's query
+    (`similar_terms`: a long record's top terms by TF-IDF, weighted) at several term
+    limits, against the 64 rarest terms unweighted and the record's whole text typed
+    as a query."""
+    s = settings.search
+    labelled = {"demo": load_demo_themes(settings, demo_records)}
+    if FFT.is_file():
+        labelled["fft"] = load_fft(settings)
+    variants: dict[str, str | int] = {
+        "64 rarest terms, unweighted (before)": "before",
+        "whole text as a typed query": "typed",
+    }
+    for limit in SIMILAR_LIMITS:
+        label = "all" if limit == NEVER else str(limit)
+        tag = " (product)" if limit == SIMILAR_TERMS else ""
+        variants[f"top {label} by TF-IDF, weighted{tag}"] = limit
+    out: dict[str, Any] = {}
+    for name, (docs, labels) in labelled.items():
+        keep = [i for i, t in enumerate(docs) if t.strip()]
+        docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
+        vecs = embed_cached(f"{name}_themes" if name == "demo" else name, docs, settings)
+        names = [f"{name}{i}" for i in range(len(docs))]
+        ix = new_index(s).fit(
+            names, names, docs, vecs, dummy_meta(names), model_id=settings.embed.model_id
+        )
+        sample = random.Random(0).sample(range(len(docs)), min(n_queries, len(docs)))
+        rows = []
+        for variant, how in variants.items():
+            hybrid, bm25, n_terms = [], [], []
+            for p in sample:
+                tokens, weights = similar_query(ix, docs[p], p, how, s)
+                n_terms.append(len(tokens))
+                b = ix.bm25(tokens, n=POOL + 1, weights=weights)
+                d = ix.dense(vecs[p], n=POOL + 1)
+                b = tuple(x[b[0] != p][:POOL] for x in b)
+                d = tuple(x[d[0] != p][:POOL] for x in d)
+                fused_ = fuse(b, d, method=s.fusion, rrf_k=s.rrf_k, dense_weight=s.dense_weight)
+                hybrid.append(fused_[0])
+                bm25.append(b[0])
+            rows.append({"query": variant, "hybrid": p10_of(hybrid, sample, labels),
+                         "bm25": p10_of(bm25, sample, labels),
+                         "mean_terms": round(float(np.mean(n_terms)), 1)})  # fmt: skip
+            print(f"similar {name}: {rows[-1]}", flush=True)
+        out[name] = {"records": len(docs), "queries": len(sample), "rows": rows}
+    return {"tasks": out, "configured_limit": SIMILAR_TERMS,
+            "long_query_terms": s.long_query_terms}  # fmt: skip
 
 
 BM25_K1 = (1.2, 1.5, 2.0, 2.5, 3.0)
@@ -871,6 +961,36 @@ def markdown(res: dict[str, Any]) -> str:
             md_table(["method", "precision@10"], [[k, v] for k, v in f["precision@10"].items()]),
             "",
         ]
+    if "similar" in res:
+        m = res["similar"]
+        tasks = list(m["tasks"])
+        names = {"demo": "demo p@10", "fft": "FFT p@10"}
+        by_task = {t: {r["query"]: r for r in m["tasks"][t]["rows"]} for t in tasks}
+        queries = list(by_task[tasks[0]])
+        detail = "; ".join(
+            f"{t}: {m['tasks'][t]['queries']} of {m['tasks'][t]['records']} records" for t in tasks
+        )
+        lines += [
+            '**"More like this"** (`themes similar RECORD_ID`): precision@10 of same planted '
+            "theme (demo) and same label (FFT) for sampled indexed records, each left out of "
+            f"its own results ({detail}). The product's query is a record's shared terms; one "
+            f"with at least {m['long_query_terms']} of them (`search.long_query_terms`) keeps "
+            f"its top {m['configured_limit']} by TF-IDF and weights them as a long typed "
+            "query. Dense side: the record's stored vector.",
+            "",
+            md_table(
+                ["BM25 query"]
+                + [f"{names[t]} {c}" for t in tasks for c in ("hybrid", "BM25")]
+                + [f"{t} mean terms" for t in tasks],
+                [
+                    [q]
+                    + [by_task[t][q][c] for t in tasks for c in ("hybrid", "bm25")]
+                    + [by_task[t][q]["mean_terms"] for t in tasks]
+                    for q in queries
+                ],
+            ),  # fmt: skip
+            "",
+        ]
     if "duplicates" in res:
         d = res["duplicates"]
         lines += [
@@ -935,6 +1055,7 @@ def main() -> None:
     ap.add_argument("--skip-dups", action="store_true")
     ap.add_argument("--skip-bm25-params", action="store_true")
     ap.add_argument("--skip-weighting", action="store_true", help="no long-query sweep")
+    ap.add_argument("--skip-similar", action="store_true", help='no "more like this" part')
     ap.add_argument("--bm25-queries", type=int, default=500)
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
@@ -968,6 +1089,11 @@ def main() -> None:
     if not args.skip_bm25_params and "pfd" in res:
         res["bm25_params"] = {
             **bench_bm25_params(settings, args.bm25_queries, args.bm25_demo_records),
+            "measured_at": stamp(),
+        }
+    if not args.skip_similar:
+        res["similar"] = {
+            **bench_similar(settings, args.bm25_queries, args.bm25_demo_records),
             "measured_at": stamp(),
         }
     if not args.skip_fft:

@@ -642,21 +642,24 @@ def test_search_commands_print_the_documented_json(demo_run) -> None:  # noqa: A
     assert missing.exit_code != 0 and "NO-SUCH-RECORD" in missing.output
 
 
-def _long_query_corpus() -> tuple[SearchIndex, str]:
+def _long_query_corpus(with_query: bool = False) -> tuple[SearchIndex, str]:
     """A decoy record that shares many everyday words with a long query, and the target,
     which shares its few specific ones; 60 background records make the everyday words
-    common and the specific ones rare."""
+    common and the specific ones rare. `with_query` indexes the query too (R62), with a
+    word no other record uses."""
     rng = np.random.default_rng(3)
     common = [f"everyday{i}" for i in range(20)]
     specific = ["gentamicin", "nomogram", "trough", "ototoxicity", "aminoglycoside"]
     texts = [" ".join(rng.choice(common, 6, replace=False)) + " routine" for _ in range(60)]
     filler = " ".join(f"filler{i}" for i in range(13))  # the same length as the decoy
     texts += [" ".join(common), " ".join(specific) + " " + " ".join(common[:2]) + " " + filler]
+    query = " ".join(common) + " " + " ".join(specific * 2)
+    if with_query:
+        texts.append(query + " onlyhere")
     ids = [f"R{i}" for i in range(len(texts))]
     meta = _corpus(len(texts))[3].assign(record_id=ids)
     vecs = np.eye(len(texts), 8, dtype=np.float32) + 1e-3
     index = SearchIndex(bm25_k1=2.5, bm25_b=1.0).fit(ids, ids, texts, vecs, meta, model_id="m")
-    query = " ".join(common) + " " + " ".join(specific * 2)
     return index, query
 
 
@@ -682,6 +685,29 @@ def test_a_long_query_weights_its_specific_words_above_its_everyday_ones() -> No
     s = SearchSettings(long_query_terms=26)
     _, hits = text_query(index, query, embed=None, settings=s, n=3, method="bm25")
     assert [h[0] for h in hits] == plain.tolist()
+
+
+def test_more_like_this_weights_a_long_records_specific_words_and_keeps_the_top_ones() -> None:
+    from themes.search import similar_terms
+
+    index, _ = _long_query_corpus(with_query=True)
+    me = index.position("R62")
+    vocab = index.tokenizer_.get_vocab_dict()
+    s = SearchSettings(long_query_terms=20)
+    tokens, weights = similar_terms(index, me, s)
+    assert vocab["onlyhere"] not in tokens and len(tokens) == 25  # it matches nothing else
+    assert weights is not None and weights.mean() == pytest.approx(1.0)
+    hits = [int(p) for p in index.bm25(tokens, n=3, weights=weights)[0] if p != me]
+    assert index.ids_[hits[0]] == "R61"  # the specific words, not the decoy's everyday ones
+    unweighted = [int(p) for p in index.bm25(tokens, n=3)[0] if p != me]
+    assert index.ids_[unweighted[0]] == "R60"
+    # a limit keeps the terms of highest TF-IDF weight: the five specific words
+    top, _ = similar_terms(index, me, s, limit=5)
+    specific = {"gentamicin", "nomogram", "trough", "ototoxicity", "aminoglycoside"}
+    assert set(top) == {vocab[w] for w in specific}
+    # below long_query_terms the record is a short query: every shared term once
+    tokens, weights = similar_terms(index, me, SearchSettings(long_query_terms=26))
+    assert weights is None and len(tokens) == 25
 
 
 def test_weighted_bm25_with_unit_weights_is_plain_bm25_and_respects_the_mask() -> None:

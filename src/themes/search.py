@@ -394,6 +394,39 @@ def query_weights(
     return index.term_weights(tokens, counts)
 
 
+SIMILAR_TERMS = 64
+"""How many of a record's terms "more like this" queries BM25 with: a long record's every
+word would be slow on a large index and drown the specific ones (Lucene's default is 25)."""
+
+
+def similar_terms(
+    index: SearchIndex,
+    pos: int,
+    settings: SearchSettings,
+    limit: int = SIMILAR_TERMS,
+) -> tuple[list[int], np.ndarray | None]:
+    """The BM25 query of "more like this" for the indexed record at `pos`: its terms that
+    some other record also uses, and their weights.
+
+    A record with at least `search.long_query_terms` such terms keeps the `limit` with
+    the highest TF-IDF weight, (1 + ln count) x idf, weighted as a long typed query is
+    (`query_weights`); a shorter record is every term once, as a short query is.
+    """
+    tokens, counts = index.record_terms(pos)
+    frequency = index.document_frequency()
+    if not tokens or not len(frequency):
+        return [], None
+    df = frequency[np.asarray(tokens, dtype=np.int64)]
+    shared = df > 1  # a word only this record uses matches nothing else
+    tok = np.asarray(tokens, dtype=np.int64)[shared]
+    cnt = np.asarray(counts, dtype=np.int64)[shared]
+    weights = query_weights(index, tok.tolist(), cnt.tolist(), settings)
+    if weights is None:
+        return tok.tolist(), None
+    top = np.argsort(-weights, kind="stable")[:limit]
+    return tok[top].tolist(), index.term_weights(tok[top].tolist(), cnt[top].tolist())
+
+
 def new_index(settings: SearchSettings) -> SearchIndex:
     """An unfitted index with the configured parameters."""
     return SearchIndex(
@@ -561,7 +594,6 @@ class Searcher:
         if index is None:
             index, _ = update_index(self.store, settings)
         self.index = index
-        self._df: np.ndarray | None = None
         self._query_embedder: QueryEmbedder | None = None
 
     def close(self) -> None:
@@ -638,11 +670,12 @@ class Searcher:
                 f"Record '{record_id}' is not in the search index (unknown id, or not yet "
                 "de-identified and embedded: run `themes run`)."
             )
-        tokens = self._distinctive_tokens(pos)
+        tokens, weights = similar_terms(self.index, pos, self.settings.search)
         vector = np.asarray(self.index.vectors_[pos], dtype=np.float32)
         hits = retrieve(
             self.index,
             tokens=tokens,
+            weights=weights,
             vector=vector,
             settings=self.settings.search,
             n=offset + k + 1,
@@ -663,16 +696,6 @@ class Searcher:
         check_filters(filters)
         if filters.theme is not None:
             check_theme_ids(self.store, filters.theme)
-
-    def _distinctive_tokens(self, pos: int, limit: int = 64) -> list[int]:
-        """A record's rarest terms: a long record's every word would drown the query."""
-        tokens = np.asarray(self.index.tokens_of(pos), dtype=np.int64)
-        if self._df is None:
-            self._df = self.index.document_frequency()
-        df = self._df[tokens]
-        keep = tokens[(df > 1)]
-        keep = keep[np.argsort(self._df[keep], kind="stable")][:limit]
-        return keep.tolist()
 
     def _vocab_terms(self, tokens: Sequence[int]) -> set[str]:
         inverse = getattr(self, "_inverse", None)

@@ -383,6 +383,17 @@ class SearchIndex:
         mean = float(weights.mean())
         return (weights / mean if mean > 0 else np.ones(len(tokens))).astype(np.float32)
 
+    def record_terms(self, pos: int) -> tuple[list[int], list[int]]:
+        """Distinct token ids of one indexed record in first-seen order, and how often
+        each occurs in it (as `query_terms` for a query)."""
+        self._check_fitted()
+        ids = self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]]
+        counts: dict[int, int] = {}
+        for t in ids.tolist():
+            counts[t] = counts.get(t, 0) + 1
+        tokens = self._terms(counts)
+        return tokens, [counts[t] for t in tokens]
+
     def tokens_of(self, pos: int) -> list[int]:
         """The indexed token ids of one record (for "more like this" and word overlap),
         without bm25s's empty token, which stands for "no word" in a record of only
