@@ -379,6 +379,33 @@ def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
             "precision@10": out}  # fmt: skip
 
 
+def p10_of(rankings: list[np.ndarray], sample: list[int], labels: list[str]) -> float:
+    """Mean precision@10 of same label over the sampled queries."""
+    prec = [
+        np.mean([labels[p] == labels[q] for p in r[:10]]) if len(r) else 0.0
+        for r, q in zip(rankings, sample, strict=True)
+    ]
+    return round(float(np.mean(prec)), 4)
+
+
+def labelled_tasks(settings, n_queries: int, demo_records: int):  # noqa: ANN001, ANN201
+    """Per labelled collection (demo narratives, and FFT comments when present): its name,
+    texts, labels, vectors, a fitted index and a seeded sample of query positions."""
+    labelled = {"demo": load_demo_themes(settings, demo_records)}
+    if FFT.is_file():
+        labelled["fft"] = load_fft(settings)
+    for name, (docs, labels) in labelled.items():
+        keep = [i for i, t in enumerate(docs) if t.strip()]
+        docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
+        vecs = embed_cached(f"{name}_themes" if name == "demo" else name, docs, settings)
+        names = [f"{name}{i}" for i in range(len(docs))]
+        ix = new_index(settings.search).fit(
+            names, names, docs, vecs, dummy_meta(names), model_id=settings.embed.model_id
+        )
+        sample = random.Random(0).sample(range(len(docs)), min(n_queries, len(docs)))
+        yield name, docs, labels, vecs, ix, sample
+
+
 LONG_QUERY_SWEEP = (0, 10, 20, 40, NEVER)
 
 
@@ -392,26 +419,8 @@ def bench_query_weighting(settings, n_queries: int, demo_records: int) -> dict[s
     ids, queries, texts, qvec, index, _ = pfd_task(settings)
     test = list(range(1, len(ids), 2))
     tasks["pfd"] = (index, [queries[i] for i in test], qvec[test], None, test, None)
-    labelled = {"demo": load_demo_themes(settings, demo_records)}
-    if FFT.is_file():
-        labelled["fft"] = load_fft(settings)
-    for name, (docs, labels) in labelled.items():
-        keep = [i for i, t in enumerate(docs) if t.strip()]
-        docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
-        vecs = embed_cached(f"{name}_themes" if name == "demo" else name, docs, settings)
-        names = [f"{name}{i}" for i in range(len(docs))]
-        ix = new_index(s).fit(
-            names, names, docs, vecs, dummy_meta(names), model_id=settings.embed.model_id
-        )
-        sample = random.Random(0).sample(range(len(docs)), min(n_queries, len(docs)))
+    for name, docs, labels, vecs, ix, sample in labelled_tasks(settings, n_queries, demo_records):
         tasks[name] = (ix, [docs[i] for i in sample], vecs[sample], sample, sample, labels)
-
-    def p10(rankings: list[np.ndarray], sample: list[int], labels: list[str]) -> float:
-        prec = [
-            np.mean([labels[p] == labels[q] for p in r[:10]]) if len(r) else 0.0
-            for r, q in zip(rankings, sample, strict=True)
-        ]
-        return round(float(np.mean(prec)), 4)
 
     rows = []
     for threshold in LONG_QUERY_SWEEP:
@@ -424,8 +433,8 @@ def bench_query_weighting(settings, n_queries: int, demo_records: int) -> dict[s
                 row[f"{name}_hybrid"] = rank_metrics(hybrid, targets)["mrr"]
                 row[f"{name}_bm25"] = rank_metrics(bm25, targets)["mrr"]
             else:
-                row[f"{name}_hybrid"] = p10(hybrid, targets, labels)
-                row[f"{name}_bm25"] = p10(bm25, targets, labels)
+                row[f"{name}_hybrid"] = p10_of(hybrid, targets, labels)
+                row[f"{name}_bm25"] = p10_of(bm25, targets, labels)
             terms = [len(ix.query_terms(q)[0]) for q in qs]
             row[f"{name}_weighted"] = round(
                 float(np.mean([t >= max(1, threshold) for t in terms])), 3
@@ -466,15 +475,6 @@ def similar_query(
     return similar_terms(ix, pos, s, limit=int(variant))
 
 
-def p10_of(rankings: list[np.ndarray], sample: list[int], labels: list[str]) -> float:
-    """Mean precision@10 of same label over the sampled queries."""
-    prec = [
-        np.mean([labels[p] == labels[q] for p in r[:10]]) if len(r) else 0.0
-        for r, q in zip(rankings, sample, strict=True)
-    ]
-    return round(float(np.mean(prec)), 4)
-
-
 def bench_similar(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
     """The "more like this" query (`themes similar`): precision@10 of same planted theme on demo
     narratives and of same label on FFT comments, for sampled indexed records (each
@@ -483,9 +483,6 @@ def bench_similar(settings, n_queries: int, demo_records: int) -> dict[str, Any]
     limits, against the 64 rarest terms unweighted and the record's whole text typed
     as a query."""
     s = settings.search
-    labelled = {"demo": load_demo_themes(settings, demo_records)}
-    if FFT.is_file():
-        labelled["fft"] = load_fft(settings)
     variants: dict[str, str | int] = {
         "64 rarest terms, unweighted (before)": "before",
         "whole text as a typed query": "typed",
@@ -495,15 +492,7 @@ def bench_similar(settings, n_queries: int, demo_records: int) -> dict[str, Any]
         tag = " (product)" if limit == SIMILAR_TERMS else ""
         variants[f"top {label} by TF-IDF, weighted{tag}"] = limit
     out: dict[str, Any] = {}
-    for name, (docs, labels) in labelled.items():
-        keep = [i for i, t in enumerate(docs) if t.strip()]
-        docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
-        vecs = embed_cached(f"{name}_themes" if name == "demo" else name, docs, settings)
-        names = [f"{name}{i}" for i in range(len(docs))]
-        ix = new_index(s).fit(
-            names, names, docs, vecs, dummy_meta(names), model_id=settings.embed.model_id
-        )
-        sample = random.Random(0).sample(range(len(docs)), min(n_queries, len(docs)))
+    for name, docs, labels, vecs, ix, sample in labelled_tasks(settings, n_queries, demo_records):
         rows = []
         for variant, how in variants.items():
             hybrid, bm25, n_terms = [], [], []
