@@ -94,10 +94,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--queries", type=int, default=150)
     ap.add_argument("--torchscript", action="store_true")
+    ap.add_argument(
+        "--long",
+        action="store_true",
+        help="pasted-narrative queries (queries_long.json: 6 sentences, TF-IDF-weighted BM25)",
+    )
     args = ap.parse_args()
 
     from themes.embed import SentenceTransformerEmbedder
-    from themes.search import QueryEmbedder, make_filters, make_query_embedder, text_query
+    from themes.search import (
+        QueryEmbedder,
+        make_filters,
+        make_query_embedder,
+        query_weights,
+        text_query,
+    )
     from themes.search_index import SearchIndex
     from themes.settings import load_settings
 
@@ -116,7 +127,17 @@ def main() -> None:
     qe("warm up the query path")
     torch_qe = QueryEmbedder(embedder, threads=s.search.query_threads or 1)
     torch_qe("warm up the query path")
-    queries = json.loads((WORK / "queries.json").read_text())[: args.queries]
+    source = "queries_long.json" if args.long else "queries.json"
+    if not (WORK / source).is_file():
+        raise SystemExit(f"no {WORK / source}: run benchmarks/bench_search_speed.py")
+    queries = json.loads((WORK / source).read_text())[: args.queries]
+
+    def lexical(q: str, mask: np.ndarray | None) -> None:
+        """BM25 as the product runs it: a long query's terms weighted (`query_weights`)."""
+        tokens, counts = index.query_terms(q)
+        weights = query_weights(index, tokens, counts, s.search)
+        index.bm25(tokens, n=s.search.candidates, mask=mask, weights=weights)
+
     names = (
         "whole query",
         "embed",
@@ -144,19 +165,22 @@ def main() -> None:
         mask = index.mask(f)
         steps["mask"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        index.bm25(index.query_tokens(q), n=s.search.candidates, mask=mask)
+        lexical(q, mask)
         steps["bm25"].append(time.perf_counter() - t)
         t = time.perf_counter()
         index.dense(vec, n=s.search.candidates, mask=mask)
         steps["dense"].append(time.perf_counter() - t)
         t = time.perf_counter()
         pending = qe.submit(q)
-        index.bm25(index.query_tokens(q), n=s.search.candidates, mask=index.mask(f))
+        lexical(q, index.mask(f))
         pending.result()
         steps["embed while BM25 runs"].append(time.perf_counter() - t)
     wp = [len(embedder.model.tokenizer(q)["input_ids"]) for q in queries]
+    weighted = [len(index.query_terms(q)[0]) >= max(1, s.search.long_query_terms) for q in queries]
     res: dict[str, Any] = {
         "records": index.size,
+        "queries_file": source,
+        "weighted_share": round(float(np.mean(weighted)), 3),
         "queries": len(queries),
         "query_word_pieces_mean": round(float(np.mean(wp)), 1),
         "query_encoder": qe.backend,
@@ -169,9 +193,12 @@ def main() -> None:
         res["torchscript"] = torchscript(embedder, queries[:100])
     rows = [[k, v["p50_ms"], v["p95_ms"]] for k, v in res["steps"].items()]
     lines = [
-        f"# Where a filtered text query's time goes ({index.size:,} records)",
+        f"# Where a filtered {'long ' if args.long else ''}text query's time goes "
+        f"({index.size:,} records)",
         "",
-        f"{len(queries)} queries (mean {res['query_word_pieces_mean']} word-pieces) rotating "
+        f"{len(queries)} {'long ' if args.long else ''}queries (mean "
+        f"{res['query_word_pieces_mean']} word-pieces; {res['weighted_share']:.0%} TF-IDF-"
+        "weighted in BM25, as `search.long_query_terms` says) rotating "
         f"over {len(FILTERS)} filters; each step timed on its own, then the whole query "
         "(embedding, then dense search, on the worker while the mask and BM25 run). "
         "Query encoder: "
@@ -193,11 +220,12 @@ def main() -> None:
             f"p50 {ts['second_pass']['p50_ms']} / p95 {ts['second_pass']['p95_ms']} ms; "
             f"lowest cosine to the product's vectors {ts['min_cosine_to_product']}.",
         ]
-    flags = " --torchscript" if args.torchscript else ""
+    flags = (" --torchscript" if args.torchscript else "") + (" --long" if args.long else "")
     if s.search.query_threads != 0:
         flags = f"{flags} (with THEMES_SEARCH__QUERY_THREADS={s.search.query_threads})"
     lines += ["", f"Command: `python benchmarks/profile_search_query.py{flags}`"]
-    write_result("search_query_profile", res, "\n".join(lines))
+    name = "search_query_profile_long" if args.long else "search_query_profile"
+    write_result(name, res, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,10 @@ BENCHMARKS: list[tuple[str, list[str], int]] = [
     ("links_pfd", ["bench_links.py"], 20),
     ("links_privacy", ["bench_links.py", "--privacy"], 20),
     ("search_quality", ["bench_search.py"], 30),
-    ("search_query_profile", ["profile_search_query.py"], 10),
+    # the profiles read the 1,000,000-record index that bench_search_speed builds
     ("search_speed", ["bench_search_speed.py", "--records", "1000000"], 90),
+    ("search_query_profile", ["profile_search_query.py"], 10),
+    ("search_query_profile_long", ["profile_search_query.py", "--long"], 10),
 ]
 
 
