@@ -365,7 +365,7 @@ def text_query(
     weighted in BM25.
     """
     pending = embed.submit(text) if embed is not None and method != "bm25" else None
-    tokens, counts = index.query_terms(text)
+    tokens, weights = lexical_query(index, text, settings)
     hits = retrieve(
         index,
         tokens=tokens,
@@ -375,9 +375,23 @@ def text_query(
         filters=filters,
         method=method,
         worker=embed,
-        weights=query_weights(index, tokens, counts, settings),
+        weights=weights,
     )
     return tokens, hits
+
+
+def lexical_query(
+    index: SearchIndex, text: str, settings: SearchSettings
+) -> tuple[list[int], np.ndarray | None]:
+    """A free-text query's BM25 terms (token ids) and their weights (`query_weights`)."""
+    tokens, counts = index.query_terms(text)
+    return tokens, query_weights(index, tokens, counts, settings)
+
+
+def is_long_query(n_terms: int, settings: SearchSettings) -> bool:
+    """Whether a query of `n_terms` distinct indexed words reaches
+    `search.long_query_terms`, so that BM25 weights its terms (0: every query does)."""
+    return n_terms >= max(1, settings.long_query_terms)
 
 
 def query_weights(
@@ -389,7 +403,7 @@ def query_weights(
     A few typed words are all meant; in a pasted narrative of dozens of words the common
     ones ("bed", "night", "family") would otherwise count as much as the specific ones.
     """
-    if len(tokens) < max(1, settings.long_query_terms):
+    if not is_long_query(len(tokens), settings):
         return None
     return index.term_weights(tokens, counts)
 
@@ -424,7 +438,8 @@ def similar_terms(
     if weights is None:
         return tok.tolist(), None
     top = np.argsort(-weights, kind="stable")[:limit]
-    return tok[top].tolist(), index.term_weights(tok[top].tolist(), cnt[top].tolist())
+    kept = weights[top]  # scaled to mean 1 again over the terms kept, as `term_weights` does
+    return tok[top].tolist(), (kept / kept.mean()).astype(np.float32)
 
 
 def new_index(settings: SearchSettings) -> SearchIndex:

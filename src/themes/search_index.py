@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -360,12 +361,7 @@ class SearchIndex:
         lists = self.tokenizer_.tokenize(
             [text], update_vocab=False, return_as="string", show_progress=False
         )
-        counts: dict[int, int] = {}
-        for t in lists[0]:
-            if t in vocab:
-                counts[vocab[t]] = counts.get(vocab[t], 0) + 1
-        tokens = self._terms(counts)
-        return tokens, [counts[t] for t in tokens]
+        return self._counted(vocab[t] for t in lists[0] if t in vocab)
 
     def term_weights(self, tokens: Sequence[int], counts: Sequence[int]) -> np.ndarray:
         """TF-IDF weights of a long query's terms, (1 + ln count) x idf, scaled to mean 1.
@@ -388,11 +384,7 @@ class SearchIndex:
         each occurs in it (as `query_terms` for a query)."""
         self._check_fitted()
         ids = self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]]
-        counts: dict[int, int] = {}
-        for t in ids.tolist():
-            counts[t] = counts.get(t, 0) + 1
-        tokens = self._terms(counts)
-        return tokens, [counts[t] for t in tokens]
+        return self._counted(ids.tolist())
 
     def tokens_of(self, pos: int) -> list[int]:
         """The indexed token ids of one record (for "more like this" and word overlap),
@@ -400,6 +392,12 @@ class SearchIndex:
         placeholders and stop words."""
         self._check_fitted()
         return self._terms(self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]])
+
+    def _counted(self, ids: Iterable[int]) -> tuple[list[int], list[int]]:
+        """`_terms` of `ids`, and how often each occurs in them."""
+        counts = Counter(ids)
+        tokens = self._terms(counts)
+        return tokens, [counts[t] for t in tokens]
 
     def _terms(self, ids: Iterable[int]) -> list[int]:
         """Distinct token ids in first-seen order, without bm25s's empty token: it stands
