@@ -99,6 +99,15 @@ class PeakMemory:
         return round(self.peak_pss / 2**30, 2)
 
 
+def long_query_share(index: Any, queries: list[str], settings: Any) -> float:
+    """Share of `queries` whose BM25 terms the product weights (`is_long_query`), to 3
+    places. `settings` is the search section."""
+    from themes.search import is_long_query
+
+    long = [is_long_query(len(index.query_terms(q)[0]), settings) for q in queries]
+    return round(float(sum(long) / len(long)), 3) if long else 0.0
+
+
 def md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]

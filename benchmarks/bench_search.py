@@ -35,9 +35,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from _common import RESULTS, ROOT, SHARED_DATA, md_table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    SHARED_DATA,
+    long_query_share,
+    md_table,
+    write_result,
+)
 from themes.embed import SentenceTransformerEmbedder  # noqa: E402
-from themes.search import SIMILAR_TERMS, fuse, new_index, query_weights, similar_terms  # noqa: E402
+from themes.search import SIMILAR_TERMS, fuse, lexical_query, new_index, similar_terms  # noqa: E402
 from themes.search_index import SearchIndex  # noqa: E402
 from themes.settings import load_settings  # noqa: E402
 
@@ -94,8 +101,7 @@ def ranked_lists(
         s = s.model_copy(update={"long_query_terms": long_query_terms})
     out = []
     for i, (text, vec) in enumerate(zip(queries, qvecs, strict=True)):
-        tokens, counts = index.query_terms(text)
-        w = query_weights(index, tokens, counts, s)
+        tokens, w = lexical_query(index, text, s)
         b = index.bm25(tokens, n=POOL + 1, weights=w)
         d = index.dense(vec, n=POOL + 1)
         if exclude is not None:
@@ -435,10 +441,8 @@ def bench_query_weighting(settings, n_queries: int, demo_records: int) -> dict[s
             else:
                 row[f"{name}_hybrid"] = p10_of(hybrid, targets, labels)
                 row[f"{name}_bm25"] = p10_of(bm25, targets, labels)
-            terms = [len(ix.query_terms(q)[0]) for q in qs]
-            row[f"{name}_weighted"] = round(
-                float(np.mean([t >= max(1, threshold) for t in terms])), 3
-            )
+            swept = s.model_copy(update={"long_query_terms": threshold})
+            row[f"{name}_weighted"] = long_query_share(ix, qs, swept)
         rows.append(row)
         print(f"long_query_terms={row['long_query_terms']}: {row}", flush=True)
     return {"rows": rows, "configured": s.long_query_terms, "tasks": list(tasks),
@@ -470,8 +474,7 @@ def similar_query(
     if variant == "before":
         return rarest_terms(ix, pos), None
     if variant == "typed":
-        tokens, counts = ix.query_terms(text)
-        return tokens, query_weights(ix, tokens, counts, s)
+        return lexical_query(ix, text, s)
     return similar_terms(ix, pos, s, limit=int(variant))
 
 
@@ -552,8 +555,8 @@ def bench_bm25_params(settings, n_queries: int, demo_records: int) -> dict[str, 
     labelled["demo"] = load_demo_themes(settings, demo_records)
 
     def lexical(ix: SearchIndex, text: str, n: int) -> np.ndarray:
-        tokens, counts = ix.query_terms(text)
-        return ix.bm25(tokens, n=n, weights=query_weights(ix, tokens, counts, settings.search))[0]
+        tokens, weights = lexical_query(ix, text, settings.search)
+        return ix.bm25(tokens, n=n, weights=weights)[0]
 
     def precision(ix: SearchIndex, docs: list[str], labels: list[str], sample: list[int]) -> float:
         out = []

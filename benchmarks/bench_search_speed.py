@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from _common import ROOT, PeakMemory, md_table, write_result  # noqa: E402
+from _common import ROOT, PeakMemory, long_query_share, md_table, write_result  # noqa: E402
 
 WORK = ROOT / "var" / "bench_cache" / "search_speed"
 KINDS = ["incident", "complaint", "claim"]
@@ -267,22 +267,10 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
             "p50_ms": round(1000 * float(np.percentile(long_times, 50)), 1),
             "p95_ms": round(1000 * float(np.percentile(long_times, 95)), 1),
             "mean_distinct_terms": round(float(np.mean(distinct)), 1),
-            "weighted_share": round(
-                float(np.mean([d >= settings.search.long_query_terms for d in distinct])), 3
-            ),
+            "weighted_share": long_query_share(index, long_queries, settings.search),
             "long_query_terms": settings.search.long_query_terms,
         },
-        "short_query_weighted_share": round(
-            float(
-                np.mean(
-                    [
-                        len(index.query_terms(q)[0]) >= settings.search.long_query_terms
-                        for q in queries
-                    ]
-                )
-            ),
-            3,
-        ),
+        "short_query_weighted_share": long_query_share(index, queries, settings.search),
         "ann_expansion_search": settings.search.ann_expansion_search,
         "prefilter_max_records": settings.search.prefilter_max_records,
     }

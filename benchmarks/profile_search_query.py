@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from _common import md_table, write_result  # noqa: E402
+from _common import long_query_share, md_table, write_result  # noqa: E402
 from bench_search_speed import FILTERS, WORK  # noqa: E402
 
 
@@ -104,9 +104,9 @@ def main() -> None:
     from themes.embed import SentenceTransformerEmbedder
     from themes.search import (
         QueryEmbedder,
+        lexical_query,
         make_filters,
         make_query_embedder,
-        query_weights,
         text_query,
     )
     from themes.search_index import SearchIndex
@@ -133,9 +133,8 @@ def main() -> None:
     queries = json.loads((WORK / source).read_text())[: args.queries]
 
     def lexical(q: str, mask: np.ndarray | None) -> None:
-        """BM25 as the product runs it: a long query's terms weighted (`query_weights`)."""
-        tokens, counts = index.query_terms(q)
-        weights = query_weights(index, tokens, counts, s.search)
+        """BM25 as the product runs it: a long query's terms weighted (`lexical_query`)."""
+        tokens, weights = lexical_query(index, q, s.search)
         index.bm25(tokens, n=s.search.candidates, mask=mask, weights=weights)
 
     names = (
@@ -176,11 +175,10 @@ def main() -> None:
         pending.result()
         steps["embed while BM25 runs"].append(time.perf_counter() - t)
     wp = [len(embedder.model.tokenizer(q)["input_ids"]) for q in queries]
-    weighted = [len(index.query_terms(q)[0]) >= max(1, s.search.long_query_terms) for q in queries]
     res: dict[str, Any] = {
         "records": index.size,
         "queries_file": source,
-        "weighted_share": round(float(np.mean(weighted)), 3),
+        "weighted_share": long_query_share(index, queries, s.search),
         "queries": len(queries),
         "query_word_pieces_mean": round(float(np.mean(wp)), 1),
         "query_encoder": qe.backend,
