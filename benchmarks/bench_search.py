@@ -44,7 +44,14 @@ from _common import (  # noqa: E402
     write_result,
 )
 from themes.embed import SentenceTransformerEmbedder  # noqa: E402
-from themes.search import SIMILAR_TERMS, fuse, lexical_query, new_index, similar_terms  # noqa: E402
+from themes.search import (  # noqa: E402
+    SIMILAR_TERMS,
+    fuse,
+    fusion_weight,
+    lexical_query,
+    new_index,
+    similar_terms,
+)
 from themes.search_index import SearchIndex  # noqa: E402
 from themes.settings import load_settings  # noqa: E402
 
@@ -107,7 +114,31 @@ def ranked_lists(
         if exclude is not None:
             b = tuple(x[b[0] != exclude[i]][:POOL] for x in b)
             d = tuple(x[d[0] != exclude[i]][:POOL] for x in d)
-        out.append((b, d))
+        out.append(Lists(b, d, w is not None))
+    return out
+
+
+class Lists(tuple):
+    """One query's (BM25 list, dense list), and whether the query is long (its BM25 terms
+    weighted), which decides its dense weight in the product's fusion."""
+
+    def __new__(cls, bm25, dense, long: bool):  # noqa: ANN001, ANN204
+        obj = super().__new__(cls, (bm25, dense))
+        obj.long = long
+        return obj
+
+
+def configured(lists, s, long_weight: float | None | str = "configured") -> list[np.ndarray]:  # noqa: ANN001
+    """The product's fusion of each query's lists: `search.fusion` with `fusion_weight`'s
+    dense weight (a long query's own, `search.long_query_dense_weight`, or `long_weight`
+    in its place when given; None: the one `dense_weight` for every query)."""
+    if long_weight != "configured":
+        s = s.model_copy(update={"long_query_dense_weight": long_weight})
+    out = []
+    for ls in lists:
+        b, d = ls
+        w = fusion_weight(s, long=getattr(ls, "long", False))
+        out.append(fuse(b, d, method=s.fusion, rrf_k=s.rrf_k, dense_weight=w)[0])
     return out
 
 
@@ -172,25 +203,28 @@ def bench_pfd(settings) -> dict[str, Any]:  # noqa: ANN001
     tuning = grid(pick(lists, dev), pick(targets, dev))
     best = max(tuning, key=lambda r: (r["mrr"], r["recall@10"]))
     s = settings.search
-    configured = {"fusion": s.fusion, "rrf_k": s.rrf_k, "dense_weight": s.dense_weight}
+    conf = {"fusion": s.fusion, "rrf_k": s.rrf_k, "dense_weight": s.dense_weight,
+            "long_query_dense_weight": s.long_query_dense_weight}  # fmt: skip
     result: dict[str, Any] = {
         "reports": len(ids),
         "index_s": round(index_s, 2),
         "chosen_on_dev": {k: best[k] for k in ("fusion", "rrf_k", "dense_weight")},
-        "configured": configured,
+        "configured": conf,
         "splits": {},
         "tuning_top": sorted(tuning, key=lambda r: -r["mrr"])[:10],
     }
     for split, idx in (("test", test), ("dev", dev), ("all", targets)):
         ls, ts, pl = pick(lists, idx), pick(targets, idx), pick(plain, idx)
-        conf = (s.fusion, s.rrf_k, s.dense_weight)
         rows = {
-            "hybrid (configured)": rank_metrics(fused(ls, *conf), ts),
+            "hybrid (configured)": rank_metrics(configured(ls, s), ts),
+            "hybrid, dense_weight for every query (no long-query weight)": rank_metrics(
+                configured(ls, s, None), ts
+            ),
             "hybrid (chosen on dev)": rank_metrics(
                 fused(ls, best["fusion"], best["rrf_k"] or 0, best["dense_weight"]), ts
             ),
             "hybrid over plain BM25 (long queries not weighted)": rank_metrics(
-                fused(pl, *conf), ts
+                configured(pl, s), ts
             ),
             "hybrid (plain BM25 + dense, RRF k=60, w=0.5)": rank_metrics(
                 fused(pl, "rrf", 60, 0.5), ts
@@ -363,10 +397,8 @@ def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
     )
     s = settings.search
     methods = {
-        "hybrid": fused(lists, s.fusion, s.rrf_k, s.dense_weight),
-        "hybrid over plain BM25 (long queries not weighted)": fused(
-            plain, s.fusion, s.rrf_k, s.dense_weight
-        ),
+        "hybrid": configured(lists, s),
+        "hybrid over plain BM25 (long queries not weighted)": configured(plain, s),
         "bm25": [b[0] for b, _ in plain],
         "bm25, long queries TF-IDF-weighted (the product's lexical side alone)": [
             b[0] for b, _ in lists
@@ -433,7 +465,7 @@ def bench_query_weighting(settings, n_queries: int, demo_records: int) -> dict[s
         row: dict[str, Any] = {"long_query_terms": None if threshold == NEVER else threshold}
         for name, (ix, qs, qv, exclude, targets, labels) in tasks.items():
             lists = ranked_lists(ix, qs, qv, exclude, settings=settings, long_query_terms=threshold)
-            hybrid = fused(lists, s.fusion, s.rrf_k, s.dense_weight)
+            hybrid = configured(lists, s)
             bm25 = [b[0] for b, _ in lists]
             if labels is None:
                 row[f"{name}_hybrid"] = rank_metrics(hybrid, targets)["mrr"]
@@ -447,6 +479,52 @@ def bench_query_weighting(settings, n_queries: int, demo_records: int) -> dict[s
         print(f"long_query_terms={row['long_query_terms']}: {row}", flush=True)
     return {"rows": rows, "configured": s.long_query_terms, "tasks": list(tasks),
             "queries": n_queries, "demo_records": demo_records}  # fmt: skip
+
+
+LONG_WEIGHTS = (None, 0.05, 0.1, 0.15, 0.2, 0.3)
+"""Dense weights for long queries swept (None: `search.dense_weight` for every query)."""
+
+
+def bench_long_weight(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
+    """`search.long_query_dense_weight` swept with all else configured: PFD MRR on the dev
+    and test halves, and hybrid precision@10 on demo narratives (same planted theme) and
+    FFT comments (same label), sampled queries, self left out. Short queries keep
+    `search.dense_weight`, so only the long ones move.
+
+    The choice: the best PFD dev MRR among the weights that lose at most BM25_MAX_LOSS
+    precision@10 on demo or FFT data against one weight for every query (None)."""
+    s = settings.search
+    ids, queries, _, qvec, index, _ = pfd_task(settings)
+    pfd = ranked_lists(index, queries, qvec, settings=settings)
+    halves = {"dev": list(range(0, len(ids), 2)), "test": list(range(1, len(ids), 2))}
+    labelled = {}
+    for name, docs, labels, vecs, ix, sample in labelled_tasks(settings, n_queries, demo_records):
+        qs = [docs[i] for i in sample]
+        lists = ranked_lists(ix, qs, vecs[sample], sample, settings=settings)
+        labelled[name] = (lists, sample, labels)
+    rows = []
+    for w in LONG_WEIGHTS:
+        row: dict[str, Any] = {"long_query_dense_weight": w}
+        ranked = configured(pfd, s, w)
+        for half, idx in halves.items():
+            row[f"pfd_{half}_mrr"] = rank_metrics([ranked[i] for i in idx], idx)["mrr"]
+        for name, (lists, sample, labels) in labelled.items():
+            row[f"{name}_p10"] = p10_of(configured(lists, s, w), sample, labels)
+        rows.append(row)
+        print(f"long-query dense weight {w}: {row}", flush=True)
+    base = rows[0]
+
+    def keeps(row: dict[str, Any]) -> bool:
+        return all(row[f"{n}_p10"] >= base[f"{n}_p10"] - BM25_MAX_LOSS for n in labelled)
+
+    best = max((r for r in rows[1:] if keeps(r)), key=lambda r: r["pfd_dev_mrr"], default=base)
+    share = {n: round(float(np.mean([ls.long for ls in lists])), 3)
+             for n, (lists, _, _) in labelled.items()}  # fmt: skip
+    share["pfd"] = round(float(np.mean([ls.long for ls in pfd])), 3)
+    return {"rows": rows, "chosen": best["long_query_dense_weight"],
+            "configured": s.long_query_dense_weight, "dense_weight": s.dense_weight,
+            "tasks": list(labelled), "long_share": share, "queries": n_queries,
+            "demo_records": demo_records, "max_loss": BM25_MAX_LOSS}  # fmt: skip
 
 
 SIMILAR_LIMITS = (16, 32, SIMILAR_TERMS, 128, NEVER)
@@ -506,7 +584,8 @@ def bench_similar(settings, n_queries: int, demo_records: int) -> dict[str, Any]
                 d = ix.dense(vecs[p], n=POOL + 1)
                 b = tuple(x[b[0] != p][:POOL] for x in b)
                 d = tuple(x[d[0] != p][:POOL] for x in d)
-                fused_ = fuse(b, d, method=s.fusion, rrf_k=s.rrf_k, dense_weight=s.dense_weight)
+                w = fusion_weight(s, long=weights is not None)
+                fused_ = fuse(b, d, method=s.fusion, rrf_k=s.rrf_k, dense_weight=w)
                 hybrid.append(fused_[0])
                 bm25.append(b[0])
             rows.append({"query": variant, "hybrid": p10_of(hybrid, sample, labels),
@@ -915,6 +994,32 @@ def markdown(res: dict[str, Any]) -> str:
             ),  # fmt: skip
             "",
         ]
+    if "long_weight" in res:
+        lw = res["long_weight"]
+        names = {"fft": "FFT p@10 hybrid", "demo": "demo p@10 hybrid"}
+        share = ", ".join(f"{t} {v}" for t, v in lw["long_share"].items())
+        lines += [
+            "_Dense weight of long queries_ (`search.long_query_dense_weight`, configured "
+            f"{lw['configured']}; — = `dense_weight` {lw['dense_weight']} for every query): "
+            "the weight a query long enough to have its BM25 terms weighted fuses its dense "
+            f"side with (share of such queries: {share}). Short queries keep "
+            "`dense_weight`. Chosen: the best PFD dev MRR among weights that lose at most "
+            f"{lw['max_loss']} precision@10 on demo or FFT data against the one weight: "
+            f"**{lw['chosen'] if lw['chosen'] is not None else '—'}**. FFT and demo: "
+            f"{lw['queries']} sampled queries, self excluded.",
+            "",
+            md_table(
+                ["long_query_dense_weight", "PFD dev MRR", "PFD test MRR",
+                 *[names[t] for t in lw["tasks"]]],
+                [
+                    [r["long_query_dense_weight"] if r["long_query_dense_weight"] is not None
+                     else "—", r["pfd_dev_mrr"], r["pfd_test_mrr"],
+                     *[r[f"{t}_p10"] for t in lw["tasks"]]]
+                    for r in lw["rows"]
+                ],
+            ),  # fmt: skip
+            "",
+        ]
     if "bm25_params" in res:
         g = res["bm25_params"]
         cols = [c for c in ("fft", "demo") if c in g["checked_on"]]
@@ -1048,6 +1153,7 @@ def main() -> None:
     ap.add_argument("--skip-bm25-params", action="store_true")
     ap.add_argument("--skip-weighting", action="store_true", help="no long-query sweep")
     ap.add_argument("--skip-similar", action="store_true", help='no "more like this" part')
+    ap.add_argument("--skip-long-weight", action="store_true", help="no long-query weight sweep")
     ap.add_argument("--bm25-queries", type=int, default=500)
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
@@ -1076,6 +1182,11 @@ def main() -> None:
     if not args.skip_weighting and "pfd" in res:
         res["query_weighting"] = {
             **bench_query_weighting(settings, args.bm25_queries, args.bm25_demo_records),
+            "measured_at": stamp(),
+        }
+    if not args.skip_long_weight and "pfd" in res:
+        res["long_weight"] = {
+            **bench_long_weight(settings, args.bm25_queries, args.bm25_demo_records),
             "measured_at": stamp(),
         }
     if not args.skip_bm25_params and "pfd" in res:

@@ -316,6 +316,34 @@ def test_fusion_follows_the_formulas() -> None:
     assert got == pytest.approx({7: 0.5, 3: 0.5 * 3 / 8, 5: 0.5, 8: 0.0})
 
 
+def test_a_long_query_fuses_with_its_own_dense_weight() -> None:
+    """A query whose BM25 terms are weighted (a long one) fuses with
+    `long_query_dense_weight`; a short one, and every query when it is None, with
+    `dense_weight`."""
+    ids, texts, vecs, meta = _corpus(300, seed=5)
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    tokens, _ = index.query_terms(texts[0])
+    weights = np.linspace(0.5, 1.5, len(tokens)).astype(np.float32)
+    query = vecs[1]
+    s = SearchSettings(dense_weight=0.6, long_query_dense_weight=0.05)
+
+    def expected(w: np.ndarray | None, dense_weight: float) -> list[int]:
+        b = index.bm25(tokens, n=s.candidates, weights=w)
+        d = index.dense(query, n=s.candidates)
+        pos, _ = fuse(b, d, method=s.fusion, rrf_k=s.rrf_k, dense_weight=dense_weight)
+        return pos[:10].tolist()
+
+    def got(w: np.ndarray | None, settings: SearchSettings) -> list[int]:
+        hits = retrieve(index, tokens=tokens, vector=query, settings=settings, n=10, weights=w)
+        return [h[0] for h in hits]
+
+    assert got(weights, s) == expected(weights, 0.05)
+    assert got(None, s) == expected(None, 0.6)
+    one = s.model_copy(update={"long_query_dense_weight": None})
+    assert got(weights, one) == expected(weights, 0.6)
+    assert expected(weights, 0.05) != expected(weights, 0.6)  # the weights rank differently
+
+
 def test_snippet_highlights_the_query_terms() -> None:
     text = (
         "Routine observations. " * 30

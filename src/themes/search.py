@@ -86,6 +86,15 @@ def fuse(
     )
 
 
+def fusion_weight(settings: SearchSettings, *, long: bool) -> float:
+    """The dense side's weight in the fusion: `search.long_query_dense_weight` (when set)
+    for a long query, one whose BM25 terms are weighted (`query_weights`), else
+    `search.dense_weight`."""
+    if long and settings.long_query_dense_weight is not None:
+        return settings.long_query_dense_weight
+    return settings.dense_weight
+
+
 def retrieve(
     index: SearchIndex,
     *,
@@ -102,6 +111,7 @@ def retrieve(
     """Ranked (position, score, bm25 rank, dense rank) for a query, filtered, best first.
 
     `weights` (one per token) weight the query's terms in BM25; None counts each once.
+    A weighted query is a long one, and fuses with its own dense weight (`fusion_weight`).
 
     `vector` may be a callable (e.g. a pending embedding's `Future.result`): it is called
     only after the filter mask is ready, so the query can be embedded meanwhile. With a
@@ -141,7 +151,7 @@ def retrieve(
             semantic,
             method=settings.fusion,
             rrf_k=settings.rrf_k,
-            dense_weight=settings.dense_weight,
+            dense_weight=fusion_weight(settings, long=weights is not None),
         )
     b_rank = {int(p): r for r, p in enumerate(lexical[0].tolist(), start=1)}
     d_rank = {int(p): r for r, p in enumerate(semantic[0].tolist(), start=1)}

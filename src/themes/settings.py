@@ -179,6 +179,12 @@ class SearchSettings(_Section):
     """Reciprocal rank fusion constant (best RRF constant on the same data)."""
     dense_weight: float = 0.2
     """Weight of the dense side in the fusion; 1 - this goes to BM25 (tuned on data)."""
+    long_query_dense_weight: float | None = Field(default=0.05, ge=0.0, le=1.0)
+    """Weight of the dense side for a long query (`long_query_terms`: a pasted narrative,
+    whose terms BM25 weights), and for "more like this" on a long record; None: the same
+    as `dense_weight`. One pooled vector sums up a long text less well than its weighted
+    terms do, so it can earn less weight there. Chosen on the PFD dev half among weights
+    that keep demo and FFT precision@10 within 0.01 (benchmarks/bench_search.py)."""
     candidates: int = 100
     """How many results each retriever contributes to the fusion."""
     bm25_k1: float = 2.5
