@@ -7,7 +7,8 @@
    reported on the odd rows (test), for hybrid, BM25 alone and dense alone.
 2. FFT comments (../shared/data/fft_feedback_v6_labelled.csv, de-identified): precision@10
    of "same human label" for a seeded sample of comments as queries (self excluded), with
-   the fusion chosen on PFD (nothing tuned on FFT).
+   the fusion chosen on PFD (nothing tuned on FFT); again over one comment per distinct
+   text whose label names a theme, so that exact repeats do not answer their own copies.
 3. Near-duplicates on demo data: the generator plants re-worded duplicates; the threshold
    is calibrated on one seed and precision/recall reported on two other seeds, beside a
    cosine-only baseline (no date/place blocking) calibrated the same way.
@@ -380,16 +381,45 @@ def tfidf_rankings(texts: list[str], sample: list[int], n: int = 10) -> list[np.
     return [np.argsort(-row, kind="stable")[:n] for row in sims]
 
 
-def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
-    texts, labels = load_fft(settings)
-    keep = [i for i, t in enumerate(texts) if t.strip()]
-    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-    vecs = embed_cached("fft", texts, settings)
+NO_THEME = ("Labelling not possible", "Not assigned")
+"""FFT labels that name no theme: "Did not answer" rows and comments the coders left
+unthemed."""
+
+
+def distinct_themed(texts: list[str], labels: list[str]) -> list[int]:
+    """Positions of one comment per distinct text (case and spacing ignored) whose label
+    names a theme: the first of the copies that carry the text's most frequent label (ties:
+    the label seen first). About a third of the FFT comments repeat another's text
+    ("Did not answer" alone is 1,189 of 5,684 non-empty rows), so a sampled query often
+    has exact copies that every method ranks first."""
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        groups.setdefault(" ".join(t.lower().split()), []).append(i)
+    keep = []
+    for rows in groups.values():
+        counts: dict[str, int] = {}
+        for i in rows:
+            counts[labels[i]] = counts.get(labels[i], 0) + 1
+        top = max(counts, key=counts.get)  # first-seen label wins a tie
+        if top not in NO_THEME:
+            keep.append(next(i for i in rows if labels[i] == top))
+    return sorted(keep)
+
+
+def fft_precision(
+    settings,  # noqa: ANN001
+    texts: list[str],
+    labels: list[str],
+    vecs: np.ndarray,
+    n_queries: int,
+) -> dict[str, Any]:
+    """Precision@10 of same label for a seeded sample of the comments as queries (self
+    excluded), per method, over an index of exactly these comments."""
     ids = [f"F{i}" for i in range(len(texts))]
     index = new_index(settings.search).fit(
         ids, ids, texts, vecs, dummy_meta(ids), model_id=settings.embed.model_id
     )
-    sample = random.Random(0).sample(range(len(texts)), n_queries)
+    sample = random.Random(0).sample(range(len(texts)), min(n_queries, len(texts)))
     queries = [texts[i] for i in sample]
     lists = ranked_lists(index, queries, vecs[sample], exclude=sample, settings=settings)
     plain = ranked_lists(
@@ -406,15 +436,29 @@ def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
         "dense": [d[0] for _, d in lists],
         "TF-IDF cosine (not in the product)": tfidf_rankings(texts, sample),
     }
-    out = {}
-    for name, rankings in methods.items():
-        prec = [
-            np.mean([labels[p] == labels[q] for p in r[:10]]) if len(r) else 0.0
-            for r, q in zip(rankings, sample, strict=True)
-        ]
-        out[name] = round(float(np.mean(prec)), 4)
-    return {"comments": len(texts), "labels": len(set(labels)), "queries": n_queries,
+    out = {name: p10_of(rankings, sample, labels) for name, rankings in methods.items()}
+    return {"comments": len(texts), "labels": len(set(labels)), "queries": len(sample),
             "precision@10": out}  # fmt: skip
+
+
+def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
+    """FFT precision@10 over all non-empty comments, and again over one comment per
+    distinct text whose label names a theme (`distinct_themed`)."""
+    texts, labels = load_fft(settings)
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    vecs = embed_cached("fft", texts, settings)
+    res = fft_precision(settings, texts, labels, vecs, n_queries)
+    rows = distinct_themed(texts, labels)
+    copies: dict[str, int] = {}
+    for t in texts:
+        copies[" ".join(t.lower().split())] = copies.get(" ".join(t.lower().split()), 0) + 1
+    res["repeats"] = len(texts) - len(copies)
+    res["commonest"] = list(max(copies.items(), key=lambda kv: kv[1]))
+    res["distinct_themed"] = fft_precision(
+        settings, [texts[i] for i in rows], [labels[i] for i in rows], vecs[rows], n_queries
+    )
+    return res
 
 
 def p10_of(rankings: list[np.ndarray], sample: list[int], labels: list[str]) -> float:
@@ -525,6 +569,88 @@ def bench_long_weight(settings, n_queries: int, demo_records: int) -> dict[str, 
             "configured": s.long_query_dense_weight, "dense_weight": s.dense_weight,
             "tasks": list(labelled), "long_share": share, "queries": n_queries,
             "demo_records": demo_records, "max_loss": BM25_MAX_LOSS}  # fmt: skip
+
+
+SHORT_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+PFD_MAX_LOSS = 0.002
+"""How much PFD dev MRR a short-query dense weight may lose against the configured one."""
+
+
+def first_sentence(text: str) -> str:
+    """A narrative's first sentence without its field label: what an investigator might
+    type about the event ("His Apixaban was not stopped before surgery ...")."""
+    body = text.split(":", 1)[1] if ":" in text.split(".", 1)[0] else text
+    return body.strip().split(". ", 1)[0].split("\n", 1)[0].strip()
+
+
+def bench_short_weight(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
+    """`search.dense_weight`, the dense weight of a short query (fewer than
+    `search.long_query_terms` distinct words), swept with all else configured (long queries
+    keep `search.long_query_dense_weight`). Tasks: PFD MRR on the dev and test halves;
+    precision@10 of same planted theme for demo narratives' first sentences as typed
+    queries (`first_sentence`, self left out); of same label on FFT comments (all, the
+    FFT table's sample); and on one FFT comment per distinct themed text (`distinct_themed`),
+    2 x n_queries sampled queries split into a dev and a test half.
+
+    The choice, fixed before the sweep: the best distinct-FFT dev precision@10 among the
+    weights that lose at most PFD_MAX_LOSS PFD dev MRR and BM25_MAX_LOSS demo precision@10
+    against the configured weight."""
+    s = settings.search
+    ids, queries, _, qvec, index, _ = pfd_task(settings)
+    pfd = ranked_lists(index, queries, qvec, settings=settings)
+    halves = {"dev": list(range(0, len(ids), 2)), "test": list(range(1, len(ids), 2))}
+    tasks: dict[str, tuple[list, list[int], list[str]]] = {}
+    for name, docs, labels, vecs, ix, sample in labelled_tasks(settings, n_queries, demo_records):
+        if name == "demo":
+            qs = [first_sentence(docs[i]) for i in sample]
+            qv = embed_cached("demo_first_sentences", qs, settings)
+            lists = ranked_lists(ix, qs, qv, sample, settings=settings)
+            tasks["demo_short"] = (lists, sample, labels)
+        else:
+            qs = [docs[i] for i in sample]
+            lists = ranked_lists(ix, qs, vecs[sample], sample, settings=settings)
+            tasks["fft"] = (lists, sample, labels)
+            rows = distinct_themed(docs, labels)
+            d_docs, d_labels = [docs[i] for i in rows], [labels[i] for i in rows]
+            d_ids = [f"D{i}" for i in range(len(rows))]
+            d_ix = new_index(s).fit(
+                d_ids, d_ids, d_docs, vecs[rows], dummy_meta(d_ids),
+                model_id=settings.embed.model_id,
+            )  # fmt: skip
+            d_sample = random.Random(1).sample(range(len(rows)), min(2 * n_queries, len(rows)))
+            for half, part in (("dev", d_sample[0::2]), ("test", d_sample[1::2])):
+                lists = ranked_lists(
+                    d_ix, [d_docs[i] for i in part], vecs[rows][part], part, settings=settings
+                )
+                tasks[f"fft_distinct_{half}"] = (lists, part, d_labels)
+    out = []
+    for w in SHORT_WEIGHTS:
+        sw = s.model_copy(update={"dense_weight": w})
+        row: dict[str, Any] = {"dense_weight": w}
+        ranked = configured(pfd, sw)
+        for half, idx in halves.items():
+            row[f"pfd_{half}_mrr"] = rank_metrics([ranked[i] for i in idx], idx)["mrr"]
+        for name, (lists, sample, labels) in tasks.items():
+            row[f"{name}_p10"] = p10_of(configured(lists, sw), sample, labels)
+        out.append(row)
+        print(f"short-query dense weight {w}: {row}", flush=True)
+    base = next(r for r in out if r["dense_weight"] == s.dense_weight)
+
+    def keeps(row: dict[str, Any]) -> bool:
+        return (
+            row["pfd_dev_mrr"] >= base["pfd_dev_mrr"] - PFD_MAX_LOSS
+            and row.get("demo_short_p10", 0) >= base.get("demo_short_p10", 0) - BM25_MAX_LOSS
+        )
+
+    goal = "fft_distinct_dev_p10" if "fft_distinct_dev" in tasks else "demo_short_p10"
+    best = max((r for r in out if keeps(r)), key=lambda r: r[goal])
+    share = {n: round(float(np.mean([not ls.long for ls in lists])), 3)
+             for n, (lists, _, _) in tasks.items()}  # fmt: skip
+    share["pfd"] = round(float(np.mean([not ls.long for ls in pfd])), 3)
+    return {"rows": out, "chosen": best["dense_weight"], "configured": s.dense_weight,
+            "goal": goal, "tasks": list(tasks), "short_share": share, "queries": n_queries,
+            "demo_records": demo_records, "max_pfd_loss": PFD_MAX_LOSS,
+            "max_loss": BM25_MAX_LOSS}  # fmt: skip
 
 
 SIMILAR_LIMITS = (16, 32, SIMILAR_TERMS, 128, NEVER)
@@ -1020,6 +1146,34 @@ def markdown(res: dict[str, Any]) -> str:
             ),  # fmt: skip
             "",
         ]
+    if "short_weight" in res:
+        sw = res["short_weight"]
+        names = {
+            "demo_short": "demo first sentences p@10",
+            "fft": "FFT p@10",
+            "fft_distinct_dev": "distinct FFT dev p@10",
+            "fft_distinct_test": "distinct FFT test p@10",
+        }
+        share = ", ".join(f"{t} {v}" for t, v in sw["short_share"].items())
+        lines += [
+            "_Dense weight of short queries_ (`search.dense_weight`, configured "
+            f"{sw['configured']}; long queries keep `long_query_dense_weight`): share of short "
+            f"queries per task: {share}. Demo: the first sentence of {sw['queries']} sampled "
+            "narratives as a typed query, same planted theme; distinct FFT: one comment per "
+            f"distinct text with a theme label, {sw['queries']} dev and {sw['queries']} test "
+            "queries. Chosen (rule fixed before the sweep): the best distinct FFT dev "
+            f"precision@10 among weights losing at most {sw['max_pfd_loss']} PFD dev MRR and "
+            f"{sw['max_loss']} demo precision@10 against the configured weight: "
+            f"**{sw['chosen']}**.",
+            "",
+            md_table(
+                ["dense_weight", "PFD dev MRR", "PFD test MRR",
+                 *[names[t] for t in sw["tasks"]]],
+                [[r["dense_weight"], r["pfd_dev_mrr"], r["pfd_test_mrr"],
+                  *[r[f"{t}_p10"] for t in sw["tasks"]]] for r in sw["rows"]],
+            ),  # fmt: skip
+            "",
+        ]
     if "bm25_params" in res:
         g = res["bm25_params"]
         cols = [c for c in ("fft", "demo") if c in g["checked_on"]]
@@ -1058,6 +1212,21 @@ def markdown(res: dict[str, Any]) -> str:
             md_table(["method", "precision@10"], [[k, v] for k, v in f["precision@10"].items()]),
             "",
         ]
+        if "distinct_themed" in f:
+            d = f["distinct_themed"]
+            lines += [
+                f"**FFT comments, one per distinct text with a theme label** ({d['comments']} "
+                f"comments, {d['labels']} labels; {d['queries']} sampled queries, self "
+                f"excluded): the {f['repeats']} rows that repeat another's text (the commonest, "
+                f"{f['commonest'][0]!r}, {f['commonest'][1]} times) and the labels "
+                '"Labelling not possible" and "Not assigned" left out, so that no query is '
+                "answered by its own copies.",
+                "",
+                md_table(
+                    ["method", "precision@10"], [[k, v] for k, v in d["precision@10"].items()]
+                ),
+                "",
+            ]
     if "similar" in res:
         m = res["similar"]
         tasks = list(m["tasks"])
@@ -1154,6 +1323,9 @@ def main() -> None:
     ap.add_argument("--skip-weighting", action="store_true", help="no long-query sweep")
     ap.add_argument("--skip-similar", action="store_true", help='no "more like this" part')
     ap.add_argument("--skip-long-weight", action="store_true", help="no long-query weight sweep")
+    ap.add_argument(
+        "--skip-short-weight", action="store_true", help="no short-query weight sweep"
+    )
     ap.add_argument("--bm25-queries", type=int, default=500)
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
@@ -1187,6 +1359,11 @@ def main() -> None:
     if not args.skip_long_weight and "pfd" in res:
         res["long_weight"] = {
             **bench_long_weight(settings, args.bm25_queries, args.bm25_demo_records),
+            "measured_at": stamp(),
+        }
+    if not args.skip_short_weight and "pfd" in res:
+        res["short_weight"] = {
+            **bench_short_weight(settings, args.bm25_queries, args.bm25_demo_records),
             "measured_at": stamp(),
         }
     if not args.skip_bm25_params and "pfd" in res:
