@@ -88,6 +88,18 @@ def dummy_meta(ids: list[str]) -> pd.DataFrame:
     )
 
 
+def fit_index(settings, names: list[str], texts: list[str], vecs: np.ndarray) -> SearchIndex:  # noqa: ANN001
+    """A product search index (configured settings) over `texts`, each named by itself."""
+    return new_index(settings.search).fit(
+        names, names, texts, vecs, dummy_meta(names), model_id=settings.embed.model_id
+    )
+
+
+def pfd_halves(n: int) -> dict[str, list[int]]:
+    """The PFD split every part uses: even rows tune (dev), odd rows report (test)."""
+    return {"dev": list(range(0, n, 2)), "test": list(range(1, n, 2))}
+
+
 NEVER = 10**9
 """`long_query_terms` that no query reaches: plain BM25, every query term counted once."""
 
@@ -187,9 +199,7 @@ def pfd_task(settings) -> tuple[list[str], list[str], list[str], np.ndarray, Sea
     dvec = embed_cached("pfd_docs", texts, settings)
     qvec = embed_cached("pfd_queries", queries, settings)
     t0 = time.perf_counter()
-    index = new_index(settings.search).fit(
-        ids, ids, texts, dvec, dummy_meta(ids), model_id=settings.embed.model_id
-    )
+    index = fit_index(settings, ids, texts, dvec)
     return ids, queries, texts, qvec, index, time.perf_counter() - t0
 
 
@@ -198,8 +208,7 @@ def bench_pfd(settings) -> dict[str, Any]:  # noqa: ANN001
     lists = ranked_lists(index, queries, qvec, settings=settings)
     plain = ranked_lists(index, queries, qvec, settings=settings, long_query_terms=NEVER)
     targets = list(range(len(ids)))
-    dev = [i for i in range(len(ids)) if i % 2 == 0]
-    test = [i for i in range(len(ids)) if i % 2 == 1]
+    dev, test = pfd_halves(len(ids)).values()
     pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
     tuning = grid(pick(lists, dev), pick(targets, dev))
     best = max(tuning, key=lambda r: (r["mrr"], r["recall@10"]))
@@ -386,17 +395,22 @@ NO_THEME = ("Labelling not possible", "Not assigned")
 unthemed."""
 
 
+def same_text_groups(texts: list[str]) -> dict[str, list[int]]:
+    """Positions of the comments per distinct text, case and spacing ignored."""
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        groups.setdefault(" ".join(t.lower().split()), []).append(i)
+    return groups
+
+
 def distinct_themed(texts: list[str], labels: list[str]) -> list[int]:
     """Positions of one comment per distinct text (case and spacing ignored) whose label
     names a theme: the first of the copies that carry the text's most frequent label (ties:
     the label seen first). About a third of the FFT comments repeat another's text
     ("Did not answer" alone is 1,189 of 5,684 non-empty rows), so a sampled query often
     has exact copies that every method ranks first."""
-    groups: dict[str, list[int]] = {}
-    for i, t in enumerate(texts):
-        groups.setdefault(" ".join(t.lower().split()), []).append(i)
     keep = []
-    for rows in groups.values():
+    for rows in same_text_groups(texts).values():
         counts: dict[str, int] = {}
         for i in rows:
             counts[labels[i]] = counts.get(labels[i], 0) + 1
@@ -415,10 +429,7 @@ def fft_precision(
 ) -> dict[str, Any]:
     """Precision@10 of same label for a seeded sample of the comments as queries (self
     excluded), per method, over an index of exactly these comments."""
-    ids = [f"F{i}" for i in range(len(texts))]
-    index = new_index(settings.search).fit(
-        ids, ids, texts, vecs, dummy_meta(ids), model_id=settings.embed.model_id
-    )
+    index = fit_index(settings, [f"F{i}" for i in range(len(texts))], texts, vecs)
     sample = random.Random(0).sample(range(len(texts)), min(n_queries, len(texts)))
     queries = [texts[i] for i in sample]
     lists = ranked_lists(index, queries, vecs[sample], exclude=sample, settings=settings)
@@ -450,11 +461,10 @@ def bench_fft(settings, n_queries: int) -> dict[str, Any]:  # noqa: ANN001
     vecs = embed_cached("fft", texts, settings)
     res = fft_precision(settings, texts, labels, vecs, n_queries)
     rows = distinct_themed(texts, labels)
-    copies: dict[str, int] = {}
-    for t in texts:
-        copies[" ".join(t.lower().split())] = copies.get(" ".join(t.lower().split()), 0) + 1
-    res["repeats"] = len(texts) - len(copies)
-    res["commonest"] = list(max(copies.items(), key=lambda kv: kv[1]))
+    groups = same_text_groups(texts)
+    res["repeats"] = len(texts) - len(groups)
+    commonest = max(groups, key=lambda t: len(groups[t]))
+    res["commonest"] = [commonest, len(groups[commonest])]
     res["distinct_themed"] = fft_precision(
         settings, [texts[i] for i in rows], [labels[i] for i in rows], vecs[rows], n_queries
     )
@@ -480,10 +490,7 @@ def labelled_tasks(settings, n_queries: int, demo_records: int):  # noqa: ANN001
         keep = [i for i, t in enumerate(docs) if t.strip()]
         docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
         vecs = embed_cached(f"{name}_themes" if name == "demo" else name, docs, settings)
-        names = [f"{name}{i}" for i in range(len(docs))]
-        ix = new_index(settings.search).fit(
-            names, names, docs, vecs, dummy_meta(names), model_id=settings.embed.model_id
-        )
+        ix = fit_index(settings, [f"{name}{i}" for i in range(len(docs))], docs, vecs)
         sample = random.Random(0).sample(range(len(docs)), min(n_queries, len(docs)))
         yield name, docs, labels, vecs, ix, sample
 
@@ -545,7 +552,7 @@ def bench_long_weight(settings, n_queries: int, demo_records: int) -> dict[str, 
     s = settings.search
     ids, queries, _, qvec, index, _ = pfd_task(settings)
     pfd = ranked_lists(index, queries, qvec, settings=settings)
-    halves = {"dev": list(range(0, len(ids), 2)), "test": list(range(1, len(ids), 2))}
+    halves = pfd_halves(len(ids))
     labelled = {}
     for name, docs, labels, vecs, ix, sample in labelled_tasks(settings, n_queries, demo_records):
         qs = [docs[i] for i in sample]
@@ -579,7 +586,7 @@ def bench_long_weight(settings, n_queries: int, demo_records: int) -> dict[str, 
 
 SHORT_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 PFD_MAX_LOSS = 0.002
-"""How much PFD dev MRR a short-query dense weight may lose against the configured one."""
+"""How much PFD dev MRR a short-query dense weight may lose against REFERENCE_WEIGHT."""
 
 
 def first_sentence(text: str) -> str:
@@ -603,7 +610,7 @@ def bench_short_weight(settings, n_queries: int, demo_records: int) -> dict[str,
     s = settings.search
     ids, queries, _, qvec, index, _ = pfd_task(settings)
     pfd = ranked_lists(index, queries, qvec, settings=settings)
-    halves = {"dev": list(range(0, len(ids), 2)), "test": list(range(1, len(ids), 2))}
+    halves = pfd_halves(len(ids))
     tasks: dict[str, tuple[list, list[int], list[str]]] = {}
     for name, docs, labels, vecs, ix, sample in labelled_tasks(settings, n_queries, demo_records):
         if name == "demo":
@@ -617,11 +624,7 @@ def bench_short_weight(settings, n_queries: int, demo_records: int) -> dict[str,
             tasks["fft"] = (lists, sample, labels)
             rows = distinct_themed(docs, labels)
             d_docs, d_labels = [docs[i] for i in rows], [labels[i] for i in rows]
-            d_ids = [f"D{i}" for i in range(len(rows))]
-            d_ix = new_index(s).fit(
-                d_ids, d_ids, d_docs, vecs[rows], dummy_meta(d_ids),
-                model_id=settings.embed.model_id,
-            )  # fmt: skip
+            d_ix = fit_index(settings, [f"D{i}" for i in range(len(rows))], d_docs, vecs[rows])
             d_sample = random.Random(1).sample(range(len(rows)), min(2 * n_queries, len(rows)))
             for half, part in (("dev", d_sample[0::2]), ("test", d_sample[1::2])):
                 lists = ranked_lists(
@@ -759,7 +762,7 @@ def bench_bm25_params(settings, n_queries: int, demo_records: int) -> dict[str, 
     """
     ids, queries, texts, qvec, index, _ = pfd_task(settings)
     dvec = np.asarray(index.vectors_, dtype=np.float32)
-    halves = {"dev": range(0, len(ids), 2), "test": range(1, len(ids), 2)}
+    halves = pfd_halves(len(ids))
     labelled = {}
     if FFT.is_file():
         labelled["fft"] = load_fft(settings)
