@@ -162,3 +162,37 @@ def test_a_tokenizer_json_that_disagrees_keeps_queries_on_the_models_tokeniser(
     assert not list(tmp_path.glob("*.check.json"))  # no torch-free start-up recorded
     text = "Syringe driver alarm ignored overnight; the infusion stopped for four hours."
     assert float(encoder.encode_one(text) @ embedder.encode([text])[0]) > 0.9999
+
+
+@pytest.mark.slow
+def test_bfloat16_batches_give_the_float32_vectors_and_queries_stay_float32() -> None:
+    texts = [
+        "Patient found on the floor beside the bed at 03:00; no injury, falls bundle reviewed.",
+        "Insulin dose omitted on the evening round; blood glucose 19.2 mmol/L, doctor informed.",
+        "Family not told of the transfer to another ward; complaint about communication. " * 12,
+    ]
+    fp32 = SentenceTransformerEmbedder(EmbedSettings(precision="float32"))
+    bf16 = SentenceTransformerEmbedder(EmbedSettings(precision="bfloat16"))
+    assert fp32.precision == "float32" and bf16.precision == "bfloat16"
+    a, b = fp32.encode(texts), bf16.encode(texts)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+    cosines = (a * b).sum(axis=1)
+    assert (cosines > 0.999).all(), cosines
+    assert not np.array_equal(a, b)  # the batch really ran in bfloat16
+    # single queries (and the ONNX copy checked against them) keep the float32 model
+    assert np.allclose(bf16.encode_one(texts[0]), fp32.encode_one(texts[0]), atol=1e-6)
+    assert next(bf16.model.parameters()).dtype.is_floating_point
+    assert str(next(bf16.model.parameters()).dtype) == "torch.float32"
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from themes import embed
+
+    monkeypatch.setattr(embed, "native_bf16", lambda: True)
+    assert SentenceTransformerEmbedder(EmbedSettings()).precision == "bfloat16"
+    assert SentenceTransformerEmbedder(EmbedSettings(device="cuda")).precision == "float32"
+    monkeypatch.setattr(embed, "native_bf16", lambda: False)
+    assert SentenceTransformerEmbedder(EmbedSettings()).precision == "float32"
+    assert SentenceTransformerEmbedder(EmbedSettings(precision="bfloat16")).precision == (
+        "bfloat16"
+    )

@@ -16,18 +16,18 @@ Raw text and identifiers are never logged, only counts.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import signal
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import regex
 
 from themes.errors import ConfigError
+from themes.parallel import fork_imap
 from themes.records import IDENTIFIER_TYPES
 from themes.settings import DeidentifySettings
 
@@ -234,11 +234,6 @@ _TRUSTED_RECOGNIZERS = frozenset(
 )
 
 
-# What a forked worker inherits from its parent, set only while a pool runs: the
-# Deidentifier ("deidentifier") and the function applied to each text first ("prepare").
-_WORKER_STATE: dict[str, Any] = {}
-
-
 @dataclass(frozen=True)
 class DeidResult:
     """One de-identified text.
@@ -341,26 +336,15 @@ class Deidentifier:
             return
         self._engine()
         chunks = [list(texts[k : k + batch_size]) for k in range(0, len(texts), batch_size)]
-        n_process = min(self.settings.n_process, len(chunks))
-        if n_process <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-            for chunk in chunks:
-                yield from self._deidentify_any(chunk, prepare)
-            return
-        _WORKER_STATE["deidentifier"] = self
-        _WORKER_STATE["prepare"] = prepare
-        try:
-            pool = multiprocessing.get_context("fork").Pool(n_process, initializer=_quiet_worker)
-            try:
-                for done in pool.imap(_deidentify_chunk, chunks):
-                    yield from done
-                pool.close()  # let the workers finish and exit on their own
-            except BaseException:  # includes the caller closing the generator early
-                pool.terminate()
-                raise
-            finally:
-                pool.join()
-        finally:
-            _WORKER_STATE.clear()
+        # the engine is built before the fork, so the workers inherit it
+        work = fork_imap(
+            lambda chunk: self._deidentify_any(chunk, prepare),
+            chunks,
+            n_process=self.settings.n_process,
+        )
+        with closing(work):  # a caller that stops early stops the workers at once
+            for done in work:
+                yield from done
 
     # -- internals ---------------------------------------------------------------------
 
@@ -454,21 +438,6 @@ class Deidentifier:
             for t in {label for *_, label in spans}
         }
         return self._anonymizer.anonymize(text, results, operators).text
-
-
-def _quiet_worker() -> None:
-    """Worker-process start: take back the default SIGTERM action.
-
-    A forked worker inherits its parent's signal handlers; under Prefect that is a
-    handler that raises, so a worker stopped by `Pool.terminate` printed a traceback into
-    the run's log. With the default action it just ends.
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _deidentify_chunk(texts: list[str]) -> list[DeidResult]:
-    """Worker-process entry point: de-identify one chunk with the inherited engine."""
-    return _WORKER_STATE["deidentifier"]._deidentify_any(texts, _WORKER_STATE["prepare"])
 
 
 def _build_analyzer(settings: DeidentifySettings) -> AnalyzerEngine:
