@@ -10,6 +10,8 @@ from themes.errors import ModelError, NotFittedError
 from themes.model import (
     ThemeModel,
     auto_min_cluster_size,
+    exact_neighbours,
+    keyword_sample,
     load_stop_words,
     make_label,
     merge_similar,
@@ -112,3 +114,45 @@ def test_labels_are_readable() -> None:
 def test_auto_min_cluster_size_scales() -> None:
     assert auto_min_cluster_size(500) == 10
     assert auto_min_cluster_size(20000) == 100
+
+
+def test_exact_neighbours_are_the_brute_force_nearest_with_self_first() -> None:
+    rng = np.random.default_rng(4)
+    vecs = rng.normal(size=(300, 12)).astype(np.float32)
+    vecs[7] = vecs[3]  # an exact copy must not displace a record from its own first place
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    idx, dist = exact_neighbours(vecs, 6)
+    assert idx.shape == dist.shape == (300, 6) and idx.dtype == np.int64
+    assert (idx[:, 0] == np.arange(300)).all() and (dist[:, 0] == 0).all()
+    assert idx[3, 1] == 7 and idx[7, 1] == 3 and dist[3, 1] < 1e-5
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, -np.inf)
+    brute = np.argsort(-sims, axis=1, kind="stable")[:, :5]
+    for row in range(300):
+        assert set(idx[row, 1:]) == set(brute[row]), row
+    assert np.allclose(dist[:, 1:], 1 - np.take_along_axis(vecs @ vecs.T, idx[:, 1:], 1), atol=1e-5)
+    assert (np.diff(dist, axis=1) >= -1e-6).all()  # nearest first
+
+
+def test_keyword_sample_caps_each_theme_and_repeats_for_a_seed() -> None:
+    topics = np.array([0] * 900 + [1] * 40 + [-1] * 700 + [2] * 501)
+    sample = keyword_sample(topics, 500, seed=1)
+    assert list(sample) == sorted(set(sample.tolist()))
+    counts = {t: int((topics[sample] == t).sum()) for t in (-1, 0, 1, 2)}
+    assert counts == {-1: 500, 0: 500, 1: 40, 2: 500}
+    assert np.array_equal(sample, keyword_sample(topics, 500, seed=1))
+    assert not np.array_equal(sample, keyword_sample(topics, 500, seed=2))
+    assert np.array_equal(keyword_sample(topics, 0, seed=1), np.arange(len(topics)))
+
+
+@pytest.mark.slow
+def test_lemmas_from_worker_processes_equal_the_serial_ones() -> None:
+    from themes.model import Lemmatiser
+
+    texts = [
+        f"[PERSON] fell twice near bed {i}; the falls were reviewed and injuries recorded."
+        for i in range(Lemmatiser.CHUNK * 3 + 5)
+    ]
+    serial = Lemmatiser(n_process=1)(texts)
+    assert Lemmatiser(n_process=2)(texts) == serial
+    assert serial[0] == "fall twice near bed fall review injury record"

