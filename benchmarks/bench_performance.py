@@ -35,31 +35,40 @@ from themes.settings import load_settings  # noqa: E402
 
 
 def one_pass(settings, run_id: str, *, refit: bool) -> dict:  # noqa: ANN001
-    t = {}
+    """Ingest, clean, embed and update themes as the nightly flow does; each stage's
+    seconds and the peak PSS of the process tree while it ran."""
+    t: dict = {"stage_peak_pss_gb": {}}
     store = steps.open_store(settings)
-    t0 = time.perf_counter()
-    exports, _ = steps.find_exports(settings.paths.drop_folder, settings.ingest)
-    reports, errors = steps.ingest_exports(store, exports, run_id=run_id)
-    t["ingest_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    cleaned = steps.clean_pending(
-        store, TextCleaner(settings.clean), Deidentifier(settings.deidentify)
-    )
-    t["clean_s"] = time.perf_counter() - t0
-    t["cleaned"] = cleaned["cleaned"]
-    t0 = time.perf_counter()
-    ids, texts, vectors, n_new = steps.embed_all(store, SentenceTransformerEmbedder(settings.embed))
-    t["embed_s"] = time.perf_counter() - t0
-    t["embedded"] = n_new
-    t0 = time.perf_counter()
-    update = steps.update_themes(store, settings, ids, texts, vectors, refit=refit, run_id=run_id)
-    t["themes_s"] = time.perf_counter() - t0
-    t["n_themes"] = update.n_themes
-    t["assigned"] = update.assigned
-    t["refit"] = update.refit
-    t["records"] = len(ids)
-    t["new_records"] = sum(r.inserted for r in reports)
-    t["errors"] = errors
+    state: dict = {}
+
+    def ingest() -> None:
+        exports, _ = steps.find_exports(settings.paths.drop_folder, settings.ingest)
+        state["reports"], t["errors"] = steps.ingest_exports(store, exports, run_id=run_id)
+
+    def clean() -> None:
+        cleaner, deid = TextCleaner(settings.clean), Deidentifier(settings.deidentify)
+        t["cleaned"] = steps.clean_pending(store, cleaner, deid)["cleaned"]
+
+    def embed() -> None:
+        embedder = SentenceTransformerEmbedder(settings.embed)
+        state["ids"], state["texts"], state["vectors"], t["embedded"] = steps.embed_all(
+            store, embedder
+        )
+        t["embed_precision"] = embedder.precision
+
+    def themes() -> None:
+        update = steps.update_themes(store, settings, state["ids"], state["texts"],
+                                     state["vectors"], refit=refit, run_id=run_id)  # fmt: skip
+        t["n_themes"], t["assigned"], t["refit"] = update.n_themes, update.assigned, update.refit
+
+    for name, stage in (("ingest", ingest), ("clean", clean), ("embed", embed), ("themes", themes)):
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            stage()
+            t[f"{name}_s"] = time.perf_counter() - t0
+        t["stage_peak_pss_gb"][name] = mem.peak_pss_gb
+    t["records"] = len(state["ids"])
+    t["new_records"] = sum(r.inserted for r in state["reports"])
     return t
 
 
@@ -221,6 +230,14 @@ def main() -> None:
             f"- Increment embedded {inc['embedded']} texts for {inc['new_records']} new records"
             f" (only new ones); themes refit: {inc['refit']}",
             f"- Themes found in the full run: {full['n_themes']}",
+            "- Peak PSS by stage, full run: "
+            + ", ".join(f"{k} {v} GB" for k, v in full["stage_peak_pss_gb"].items())
+            + "; increment: "
+            + ", ".join(f"{k} {v} GB" for k, v in inc["stage_peak_pss_gb"].items()),
+            f"- Embedding arithmetic: {full['embed_precision']} (`embed.precision` "
+            f"{settings.embed.precision}); theme fit: exact UMAP neighbours up to "
+            f"{settings.themes.exact_neighbours_max:,} records, keywords from "
+            f"{settings.themes.keyword_docs_per_theme} records per theme",
             "- Peak memory of the process tree: "
             f"**{max(mem_full.peak_pss_gb, mem_inc.peak_pss_gb)} GB PSS** (target ≤ 4); the "
             f"summed RSS, which counts pages shared by forked workers once per process, "

@@ -124,12 +124,13 @@ def exact_neighbours(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     k = min(k, n)
     indices = np.empty((n, k), dtype=np.int64)
     distances = np.empty((n, k), dtype=np.float32)
-    block = max(64, (1 << 26) // max(n, 1))  # about 256 MB of similarities at a time
+    # about 32 MB of similarities (and 64 MB of argpartition's positions) at a time
+    block = max(16, (1 << 23) // max(n, 1))
     for start in range(0, n, block):
         sims = x[start : start + block] @ x.T
         rows = np.arange(len(sims))
         sims[rows, start + rows] = 2.0  # a record is its own nearest, even beside a copy
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        part = np.argpartition(sims, n - k, axis=1)[:, n - k :]
         part_sims = np.take_along_axis(sims, part, axis=1)
         order = np.argsort(-part_sims, axis=1, kind="stable")
         indices[start : start + len(sims)] = np.take_along_axis(part, order, axis=1)
