@@ -7,9 +7,12 @@ it (long narratives are chunked, never cut). This script measures, in one run:
 
 1. the machine's dense fp32 matrix-multiply rate (torch, the shapes of the model's layers);
 2. the word-pieces in the demo's de-identified narratives (the product's own chunking);
-3. the product's embedding rate on a sample of them, fp32 and dynamic int8;
+3. the embedding rate on a sample of them in float32, in bfloat16 (the product's batch
+   arithmetic where the CPU has it natively, `embed.precision`) and in dynamic int8,
+   with each one's cosine to the float32 vectors;
 4. the implied time for the whole corpus, and the floor: word-pieces x FLOPs per
-   word-piece / the measured matmul rate (no model can run faster than its matmuls).
+   word-piece / the measured matmul rate (no model can run faster than its matmuls),
+   for float32 and for bfloat16 matrix multiplies.
 
     python benchmarks/bench_embed_throughput.py [--records 20000] [--sample 300]
 """
@@ -29,15 +32,16 @@ import numpy as np  # noqa: E402
 
 from _common import md_table, write_result  # noqa: E402
 from themes.demo import generate_demo  # noqa: E402
-from themes.embed import SentenceTransformerEmbedder  # noqa: E402
+from themes.embed import SentenceTransformerEmbedder, native_bf16  # noqa: E402
 from themes.settings import load_settings  # noqa: E402
 
 
-def matmul_gflops(seconds: float = 3.0) -> float:
-    """fp32 GEMM rate with the model's feed-forward shape (tokens x 384 @ 384 x 1536)."""
+def matmul_gflops(seconds: float = 3.0, dtype: str = "float32") -> float:
+    """GEMM rate with the model's feed-forward shape (tokens x 384 @ 384 x 1536)."""
     import torch
 
-    a, w = torch.randn(2048, 384), torch.randn(1536, 384)
+    kind = getattr(torch, dtype)
+    a, w = torch.randn(2048, 384).to(kind), torch.randn(1536, 384).to(kind)
     for _ in range(3):
         a @ w.T
     n, t0 = 0, time.perf_counter()
@@ -89,32 +93,40 @@ def main() -> None:
     t0 = time.perf_counter()
     texts = demo_texts(args.records)
     prep_s = time.perf_counter() - t0
-    embedder = SentenceTransformerEmbedder(settings.embed)
-    model = embedder.model
+
+    def at(precision: str) -> SentenceTransformerEmbedder:
+        return SentenceTransformerEmbedder(
+            settings.embed.model_copy(update={"precision": precision})
+        )
+
+    fp32_embedder = at("float32")
+    model = fp32_embedder.model
     tok = model.tokenizer
-    pieces_all = [p for t in texts for p in embedder.chunk(t)]
+    pieces_all = [p for t in texts for p in fp32_embedder.chunk(t)]
     wordpieces = sum(len(ids) for ids in tok(pieces_all)["input_ids"])
     flops_tok = layer_flops_per_token(model)
-    gflops = matmul_gflops()
+    gflops = {d: matmul_gflops(dtype=d) for d in ("float32", "bfloat16")}
     rng = np.random.default_rng(0)
     sample = [texts[i] for i in rng.choice(len(texts), size=min(args.sample, len(texts)),
                                            replace=False)]  # fmt: skip
-    sample_pieces = sum(len(embedder.chunk(t)) for t in sample)
-    sample_wp = sum(len(ids) for t in sample for ids in tok(embedder.chunk(t))["input_ids"])
-    embedder.encode(sample[:16])  # warm
-    t0 = time.perf_counter()
-    fp32 = embedder.encode(sample)
-    fp32_s = time.perf_counter() - t0
+    sample_wp = sum(len(ids) for t in sample for ids in tok(fp32_embedder.chunk(t))["input_ids"])
+
+    def timed(embedder: SentenceTransformerEmbedder) -> tuple[np.ndarray, float]:
+        embedder.encode(sample[:16])  # warm
+        t0 = time.perf_counter()
+        vecs = embedder.encode(sample)
+        return vecs, time.perf_counter() - t0
+
+    fp32, fp32_s = timed(fp32_embedder)
+    bf16, bf16_s = timed(at("bfloat16"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quant = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    embedder._model = quant
-    t0 = time.perf_counter()
-    int8 = embedder.encode(sample)
-    int8_s = time.perf_counter() - t0
-    cos = (fp32 * int8).sum(axis=1)
-    fp32_rate = sample_wp / fp32_s
-    floor_s = wordpieces * flops_tok / (gflops * 1e9)
+    int8_embedder = at("float32")
+    int8_embedder._model = quant
+    int8, int8_s = timed(int8_embedder)
+    product = SentenceTransformerEmbedder(settings.embed).precision
+    runs = {"float32": (fp32, fp32_s), "bfloat16": (bf16, bf16_s), "dynamic int8": (int8, int8_s)}
     res = {
         "records": len(texts),
         "pieces": len(pieces_all),
@@ -123,24 +135,35 @@ def main() -> None:
         "flops_per_wordpiece": flops_tok,
         "matmul_gflops": gflops,
         "torch_threads": torch.get_num_threads(),
+        "native_bf16": native_bf16(),
+        "product_precision": product,
         "sample_texts": len(sample),
-        "sample_pieces": sample_pieces,
-        "fp32_texts_per_s": len(sample) / fp32_s,
-        "fp32_wordpieces_per_s": fp32_rate,
-        "fp32_model_gflops": fp32_rate * flops_tok / 1e9,
-        "int8_texts_per_s": len(sample) / int8_s,
-        "int8_cosine_to_fp32": {"mean": float(cos.mean()), "min": float(cos.min())},
-        "projected_embed_s": wordpieces / fp32_rate,
-        "floor_embed_s": floor_s,
+        "sample_wordpieces": sample_wp,
+        "runs": {
+            name: {
+                "seconds": secs,
+                "texts_per_s": len(sample) / secs,
+                "wordpieces_per_s": sample_wp / secs,
+                "model_gflops": sample_wp / secs * flops_tok / 1e9,
+                "projected_embed_s": wordpieces / (sample_wp / secs),
+                "cosine_to_fp32": {
+                    "mean": float((vecs * fp32).sum(axis=1).mean()),
+                    "min": float((vecs * fp32).sum(axis=1).min()),
+                },
+            }
+            for name, (vecs, secs) in runs.items()
+        },
+        "floor_embed_s": {d: wordpieces * flops_tok / (g * 1e9) for d, g in gflops.items()},
         "prepare_s": prep_s,
     }
     rows = [
-        ["fp32 (product)", f"{res['fp32_texts_per_s']:.1f}", f"{fp32_rate:.0f}",
-         f"{res['projected_embed_s']:.0f}", "1.000"],
-        ["dynamic int8", f"{res['int8_texts_per_s']:.1f}",
-         f"{sample_wp / int8_s:.0f}", f"{wordpieces / (sample_wp / int8_s):.0f}",
-         f"{cos.mean():.3f} (min {cos.min():.3f})"],
+        [name + (" (product)" if name == product else ""), f"{r['texts_per_s']:.1f}",
+         f"{r['wordpieces_per_s']:.0f}", f"{r['projected_embed_s']:.0f}",
+         f"{fp32_s / r['seconds']:.2f}x",
+         f"{r['cosine_to_fp32']['mean']:.5f} (min {r['cosine_to_fp32']['min']:.5f})"]
+        for name, r in res["runs"].items()
     ]  # fmt: skip
+    floor = res["floor_embed_s"]
     md = "\n".join(
         [
             "# Embedding throughput and its floor (this machine)",
@@ -148,25 +171,27 @@ def main() -> None:
             f"{len(texts)} de-identified demo narratives: {len(pieces_all)} model windows, "
             f"{wordpieces:,} word-pieces ({res['wordpieces_per_record']:.0f} per record). "
             f"all-MiniLM-L6-v2 costs {flops_tok / 1e6:.1f} MFLOP per word-piece in its "
-            f"transformer layers; this machine's fp32 matrix multiply runs at "
-            f"**{gflops:.0f} GFLOP/s** on {res['torch_threads']} threads.",
+            f"transformer layers; this machine's matrix multiply runs at "
+            f"**{gflops['float32']:.0f} GFLOP/s in float32 and {gflops['bfloat16']:.0f} in "
+            f"bfloat16** on {res['torch_threads']} threads (native bfloat16: "
+            f"{res['native_bf16']}; `embed.precision` {settings.embed.precision} gives "
+            f"{product}). Sample: {len(sample)} narratives, {sample_wp:,} word-pieces.",
             "",
             md_table(
                 [
-                    "model",
+                    "arithmetic",
                     "texts/s",
                     "word-pieces/s",
                     f"projected s for {len(texts)}",
-                    "cosine to fp32",
+                    "speed vs float32",
+                    "cosine to float32 (mean, min)",
                 ],
                 rows,
             ),  # fmt: skip
             "",
-            f"The product's fp32 embedding runs at {res['fp32_model_gflops']:.0f} GFLOP/s, "
-            f"{res['fp32_model_gflops'] / gflops:.0%} of the matmul rate. "
-            f"**Floor for embedding this corpus on this machine: {floor_s:.0f} s** "
-            "(word-pieces x FLOPs per word-piece / matmul rate), before cleaning and the "
-            "theme fit.",
+            "**Floor for embedding this corpus on this machine** (word-pieces x FLOPs per "
+            f"word-piece / matmul rate): {floor['float32']:.0f} s in float32, "
+            f"{floor['bfloat16']:.0f} s in bfloat16, before cleaning and the theme fit.",
             "",
             f"Command: `python benchmarks/bench_embed_throughput.py --records {args.records} "
             f"--sample {args.sample}`",

@@ -183,6 +183,10 @@ def main() -> None:
         inc = one_pass(settings, "perf-increment", refit=False)
         inc["total_s"] = time.perf_counter() - t0
     clean_rate = full["cleaned"] / full["clean_s"]
+    # PSS is sampled once a second by each sampler (the run's and its stages'), so the
+    # highest sample of either is the peak
+    pss_full = max(mem_full.peak_pss_gb, *full["stage_peak_pss_gb"].values())
+    pss_inc = max(mem_inc.peak_pss_gb, *inc["stage_peak_pss_gb"].values())
     rows = [
         [
             f"full run, {full['records']} records",
@@ -192,7 +196,7 @@ def main() -> None:
             f"{full['themes_s']:.0f}",
             f"**{full['total_s']:.0f}**",
             "≤ 600",
-            mem_full.peak_pss_gb,
+            pss_full,
             mem_full.peak_gb,
         ],
         [
@@ -203,7 +207,7 @@ def main() -> None:
             f"{inc['themes_s']:.1f}",
             f"**{inc['total_s']:.1f}**",
             "≤ 60",
-            mem_inc.peak_pss_gb,
+            pss_inc,
             mem_inc.peak_gb,
         ],
     ]
@@ -239,7 +243,7 @@ def main() -> None:
             f"{settings.themes.exact_neighbours_max:,} records, keywords from "
             f"{settings.themes.keyword_docs_per_theme} records per theme",
             "- Peak memory of the process tree: "
-            f"**{max(mem_full.peak_pss_gb, mem_inc.peak_pss_gb)} GB PSS** (target ≤ 4); the "
+            f"**{max(pss_full, pss_inc)} GB PSS** (target ≤ 4); the "
             f"summed RSS, which counts pages shared by forked workers once per process, "
             f"peaked at {max(mem_full.peak_gb, mem_inc.peak_gb)} GB",
             "",
@@ -254,7 +258,7 @@ def main() -> None:
             "increment": inc,
             "clean_records_per_s": clean_rate,
             "peak_gb": {"full": mem_full.peak_gb, "increment": mem_inc.peak_gb},
-            "peak_pss_gb": {"full": mem_full.peak_pss_gb, "increment": mem_inc.peak_pss_gb},
+            "peak_pss_gb": {"full": pss_full, "increment": pss_inc},
         },
         md,
     )
