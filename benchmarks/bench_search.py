@@ -51,6 +51,7 @@ from themes.search import (  # noqa: E402
     fusion_weight,
     lexical_query,
     new_index,
+    rerank,
     similar_terms,
 )
 from themes.search_index import SearchIndex  # noqa: E402
@@ -127,31 +128,39 @@ def ranked_lists(
         if exclude is not None:
             b = tuple(x[b[0] != exclude[i]][:POOL] for x in b)
             d = tuple(x[d[0] != exclude[i]][:POOL] for x in d)
-        out.append(Lists(b, d, w is not None))
+        seq = index.query_sequence(text) if w is not None else None
+        out.append(Lists(b, d, w is not None, seq=seq, index=index))
     return out
 
 
 class Lists(tuple):
-    """One query's (BM25 list, dense list), and whether the query is long (its BM25 terms
-    weighted), which decides its dense weight in the product's fusion."""
+    """One query's (BM25 list, dense list), whether the query is long (its BM25 terms
+    weighted), which decides its dense weight in the product's fusion and whether it is
+    re-ranked with word pairs, and for that its token sequence and index."""
 
-    def __new__(cls, bm25, dense, long: bool):  # noqa: ANN001, ANN204
+    def __new__(cls, bm25, dense, long: bool, *, seq=None, index=None):  # noqa: ANN001, ANN204
         obj = super().__new__(cls, (bm25, dense))
-        obj.long = long
+        obj.long, obj.seq, obj.index = long, seq, index
         return obj
 
 
 def configured(lists, s, long_weight: float | None | str = "configured") -> list[np.ndarray]:  # noqa: ANN001
-    """The product's fusion of each query's lists: `search.fusion` with `fusion_weight`'s
-    dense weight (a long query's own, `search.long_query_dense_weight`, or `long_weight`
-    in its place when given; None: the one `dense_weight` for every query)."""
+    """The product's ranking of each query's lists (as `retrieve`): `search.fusion` with
+    `fusion_weight`'s dense weight (a long query's own, `search.long_query_dense_weight`,
+    or `long_weight` in its place when given; None: the one `dense_weight` for every
+    query), then a long query's word-pair re-ranking (`rerank`)."""
     if long_weight != "configured":
         s = s.model_copy(update={"long_query_dense_weight": long_weight})
     out = []
     for ls in lists:
         b, d = ls
-        w = fusion_weight(s, long=getattr(ls, "long", False))
-        out.append(fuse(b, d, method=s.fusion, rrf_k=s.rrf_k, dense_weight=w)[0])
+        long = getattr(ls, "long", False)
+        ranked = fuse(
+            b, d, method=s.fusion, rrf_k=s.rrf_k, dense_weight=fusion_weight(s, long=long)
+        )
+        if long and getattr(ls, "seq", None) is not None:
+            ranked = rerank(ls.index, ranked, ls.seq, s)
+        out.append(ranked[0])
     return out
 
 
@@ -227,6 +236,9 @@ def bench_pfd(settings) -> dict[str, Any]:  # noqa: ANN001
         ls, ts, pl = pick(lists, idx), pick(targets, idx), pick(plain, idx)
         rows = {
             "hybrid (configured)": rank_metrics(configured(ls, s), ts),
+            "hybrid without word-pair re-ranking (phrase_weight 0)": rank_metrics(
+                configured(ls, s.model_copy(update={"phrase_weight": 0.0})), ts
+            ),
             "hybrid, dense_weight for every query (no long-query weight)": rank_metrics(
                 configured(ls, s, None), ts
             ),
@@ -541,6 +553,63 @@ fusion grid chose before queries were split into short and long. Fixed, so that 
 sweep's rule moves when the other weight does."""
 
 
+def sweep_tasks(settings, n_queries: int, demo_records: int, *, similar: bool = False):  # noqa: ANN001, ANN201
+    """What the weight sweeps measure on: the PFD lists and halves, and per labelled task
+    (demo, and FFT when present) its sampled records' lists typed as queries (and, with
+    `similar`, as "more like this": task name + "_similar"), their positions and labels."""
+    s = settings.search
+    ids, queries, _, qvec, index, _ = pfd_task(settings)
+    pfd = ranked_lists(index, queries, qvec, settings=settings)
+    labelled = {}
+    for name, docs, labels, vecs, ix, sample in labelled_tasks(settings, n_queries, demo_records):
+        qs = [docs[i] for i in sample]
+        lists = ranked_lists(ix, qs, vecs[sample], sample, settings=settings)
+        labelled[name] = (lists, sample, labels)
+        if similar:
+            more = [similar_lists(ix, vecs[p], p, s) for p in sample]
+            labelled[f"{name}_similar"] = (more, sample, labels)
+    return pfd, pfd_halves(len(ids)), labelled
+
+
+def similar_lists(ix: SearchIndex, vector: np.ndarray, pos: int, s) -> Lists:  # noqa: ANN001
+    """The product's "more like this" lists for the indexed record at `pos`, itself left out."""
+    tokens, weights = similar_terms(ix, pos, s)
+    b = ix.bm25(tokens, n=POOL + 1, weights=weights)
+    d = ix.dense(vector, n=POOL + 1)
+    b = tuple(x[b[0] != pos][:POOL] for x in b)
+    d = tuple(x[d[0] != pos][:POOL] for x in d)
+    long = weights is not None
+    return Lists(b, d, long, seq=ix.sequence_of(pos) if long else None, index=ix)
+
+
+def sweep_row(row: dict[str, Any], rank, pfd, halves, labelled) -> dict[str, Any]:  # noqa: ANN001
+    """`row` with PFD MRR per half and precision@10 per labelled task, ranking by `rank`."""
+    ranked = rank(pfd)
+    for half, idx in halves.items():
+        row[f"pfd_{half}_mrr"] = rank_metrics([ranked[i] for i in idx], idx)["mrr"]
+    for name, (lists, sample, labels) in labelled.items():
+        row[f"{name}_p10"] = p10_of(rank(lists), sample, labels)
+    return row
+
+
+def best_keeping(rows: list[dict[str, Any]], base: dict[str, Any], tasks) -> dict[str, Any]:  # noqa: ANN001
+    """The row of best PFD dev MRR among those losing at most BM25_MAX_LOSS precision@10
+    on every task against `base`."""
+
+    def keeps(row: dict[str, Any]) -> bool:
+        return all(row[f"{n}_p10"] >= base[f"{n}_p10"] - BM25_MAX_LOSS for n in tasks)
+
+    return max((r for r in rows if keeps(r)), key=lambda r: r["pfd_dev_mrr"])
+
+
+def long_shares(pfd, labelled) -> dict[str, float]:  # noqa: ANN001
+    """Share of each task's queries that are long (BM25 terms weighted)."""
+    share = {n: round(float(np.mean([ls.long for ls in lists])), 3)
+             for n, (lists, _, _) in labelled.items()}  # fmt: skip
+    share["pfd"] = round(float(np.mean([ls.long for ls in pfd])), 3)
+    return share
+
+
 def bench_long_weight(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
     """`search.long_query_dense_weight` swept with all else configured: PFD MRR on the dev
     and test halves, and hybrid precision@10 on demo narratives (same planted theme) and
@@ -550,38 +619,53 @@ def bench_long_weight(settings, n_queries: int, demo_records: int) -> dict[str, 
     The choice: the best PFD dev MRR among the weights that lose at most BM25_MAX_LOSS
     precision@10 on demo or FFT data against REFERENCE_WEIGHT for long queries."""
     s = settings.search
-    ids, queries, _, qvec, index, _ = pfd_task(settings)
-    pfd = ranked_lists(index, queries, qvec, settings=settings)
-    halves = pfd_halves(len(ids))
-    labelled = {}
-    for name, docs, labels, vecs, ix, sample in labelled_tasks(settings, n_queries, demo_records):
-        qs = [docs[i] for i in sample]
-        lists = ranked_lists(ix, qs, vecs[sample], sample, settings=settings)
-        labelled[name] = (lists, sample, labels)
+    pfd, halves, labelled = sweep_tasks(settings, n_queries, demo_records)
     rows = []
     for w in LONG_WEIGHTS:
-        row: dict[str, Any] = {"long_query_dense_weight": w}
-        ranked = configured(pfd, s, w)
-        for half, idx in halves.items():
-            row[f"pfd_{half}_mrr"] = rank_metrics([ranked[i] for i in idx], idx)["mrr"]
-        for name, (lists, sample, labels) in labelled.items():
-            row[f"{name}_p10"] = p10_of(configured(lists, s, w), sample, labels)
+        row = sweep_row({"long_query_dense_weight": w}, lambda ls, w=w: configured(ls, s, w),
+                        pfd, halves, labelled)  # fmt: skip
         rows.append(row)
         print(f"long-query dense weight {w}: {row}", flush=True)
     base = next(r for r in rows if r["long_query_dense_weight"] == REFERENCE_WEIGHT)
-
-    def keeps(row: dict[str, Any]) -> bool:
-        return all(row[f"{n}_p10"] >= base[f"{n}_p10"] - BM25_MAX_LOSS for n in labelled)
-
-    best = max((r for r in rows[1:] if keeps(r)), key=lambda r: r["pfd_dev_mrr"])
-    share = {n: round(float(np.mean([ls.long for ls in lists])), 3)
-             for n, (lists, _, _) in labelled.items()}  # fmt: skip
-    share["pfd"] = round(float(np.mean([ls.long for ls in pfd])), 3)
+    best = best_keeping(rows[1:], base, labelled)
     return {"rows": rows, "chosen": best["long_query_dense_weight"],
             "configured": s.long_query_dense_weight, "dense_weight": s.dense_weight,
             "reference": REFERENCE_WEIGHT,
-            "tasks": list(labelled), "long_share": share, "queries": n_queries,
-            "demo_records": demo_records, "max_loss": BM25_MAX_LOSS}  # fmt: skip
+            "tasks": list(labelled), "long_share": long_shares(pfd, labelled),
+            "queries": n_queries, "demo_records": demo_records,
+            "max_loss": BM25_MAX_LOSS}  # fmt: skip
+
+
+RERANK_DEPTHS = (10, 30, 50, 100)
+PHRASE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def bench_rerank(settings, n_queries: int, demo_records: int) -> dict[str, Any]:  # noqa: ANN001
+    """`search.rerank_depth` and `search.phrase_weight` (word-pair re-ranking of long
+    queries) swept with all else configured: PFD MRR on the dev and test halves, and
+    hybrid precision@10 on demo narratives (same planted theme) and FFT comments (same
+    label), for the sampled records typed as queries and for "more like this" on them
+    (self left out). Weight 0 is the product without the re-ranking.
+
+    The choice: the best PFD dev MRR among the settings that lose at most BM25_MAX_LOSS
+    precision@10 on any labelled task against weight 0."""
+    s = settings.search
+    pfd, halves, labelled = sweep_tasks(settings, n_queries, demo_records, similar=True)
+    rows = []
+    for weight in PHRASE_WEIGHTS:
+        for depth in RERANK_DEPTHS if weight else (0,):
+            swept = s.model_copy(update={"phrase_weight": weight, "rerank_depth": depth})
+            row = sweep_row({"rerank_depth": depth, "phrase_weight": weight},
+                            lambda ls, swept=swept: configured(ls, swept), pfd, halves,
+                            labelled)  # fmt: skip
+            rows.append(row)
+            print(f"word-pair re-ranking {depth} x {weight}: {row}", flush=True)
+    best = best_keeping(rows, rows[0], labelled)
+    return {"rows": rows, "chosen": {k: best[k] for k in ("rerank_depth", "phrase_weight")},
+            "configured": {"rerank_depth": s.rerank_depth, "phrase_weight": s.phrase_weight},
+            "tasks": list(labelled), "long_share": long_shares(pfd, labelled),
+            "queries": n_queries, "demo_records": demo_records,
+            "max_loss": BM25_MAX_LOSS}  # fmt: skip
 
 
 SHORT_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -721,6 +805,9 @@ def bench_similar(settings, n_queries: int, demo_records: int) -> dict[str, Any]
                 d = tuple(x[d[0] != p][:POOL] for x in d)
                 w = fusion_weight(s, long=weights is not None)
                 fused_ = fuse(b, d, method=s.fusion, rrf_k=s.rrf_k, dense_weight=w)
+                if weights is not None:  # a long query is re-ranked, as `retrieve` does
+                    seq = ix.query_sequence(docs[p]) if how == "typed" else ix.sequence_of(p)
+                    fused_ = rerank(ix, fused_, seq, s)
                 hybrid.append(fused_[0])
                 bm25.append(b[0])
             rows.append({"query": variant, "hybrid": p10_of(hybrid, sample, labels),
@@ -1076,10 +1163,17 @@ def markdown(res: dict[str, Any]) -> str:
         if lexical is not None:
             own = round(test["hybrid (configured)"]["mrr"] - lexical["mrr"], 4)
             lines += [
-                "Most of that gain is the lexical side's, not the fusion's: the product's "
-                "BM25, which weights the terms of a long query by TF-IDF "
-                f"(`search.long_query_terms`), scores {lexical['mrr']} alone, and the hybrid "
-                f"is **{own:+.4f}** against it.",
+                "Part of that gain is the lexical side's: the product's BM25, which weights "
+                "the terms of a long query by TF-IDF (`search.long_query_terms`), scores "
+                f"{lexical['mrr']} alone, and the hybrid is **{own:+.4f}** against it.",
+                "",
+            ]
+        plain = test.get("hybrid without word-pair re-ranking (phrase_weight 0)")
+        if plain is not None:
+            lines += [
+                "Without the word-pair re-ranking of long queries (`search.phrase_weight` 0) "
+                f"the hybrid scores {plain['mrr']} "
+                f"({round(plain['mrr'] - best_single, 4):+.4f} against the better single method).",
                 "",
             ]
         for split in ("test", "all"):
@@ -1145,13 +1239,58 @@ def markdown(res: dict[str, Any]) -> str:
             f"{lw['queries']} sampled queries, self excluded.",
             "",
             md_table(
-                ["long_query_dense_weight", "PFD dev MRR", "PFD test MRR",
-                 *[names[t] for t in lw["tasks"]]],
                 [
-                    [r["long_query_dense_weight"] if r["long_query_dense_weight"] is not None
-                     else "—", r["pfd_dev_mrr"], r["pfd_test_mrr"],
-                     *[r[f"{t}_p10"] for t in lw["tasks"]]]
+                    "long_query_dense_weight",
+                    "PFD dev MRR",
+                    "PFD test MRR",
+                    *[names[t] for t in lw["tasks"]],
+                ],
+                [
+                    [
+                        r["long_query_dense_weight"]
+                        if r["long_query_dense_weight"] is not None
+                        else "—",
+                        r["pfd_dev_mrr"],
+                        r["pfd_test_mrr"],
+                        *[r[f"{t}_p10"] for t in lw["tasks"]],
+                    ]
                     for r in lw["rows"]
+                ],
+            ),  # fmt: skip
+            "",
+        ]
+    if "rerank" in res:
+        rr = res["rerank"]
+        names = {"fft": "FFT p@10", "demo": "demo p@10", "fft_similar": "FFT more-like-this p@10",
+                 "demo_similar": "demo more-like-this p@10"}  # fmt: skip
+        share = ", ".join(f"{t} {v}" for t, v in rr["long_share"].items())
+        lines += [
+            "_Word-pair re-ranking of long queries_ (`search.rerank_depth` × "
+            f"`search.phrase_weight`, configured {rr['configured']}; weight 0 = off): a long "
+            "query's top fused results re-ordered by min-max(fused) + weight × min-max(TF-IDF "
+            "cosine over words and adjacent word pairs) (share of long queries: "
+            f"{share}). Chosen: the best PFD dev MRR among settings that lose at most "
+            f"{rr['max_loss']} precision@10 on any labelled task against weight 0: "
+            f"**{rr['chosen']}**. FFT and demo: {rr['queries']} sampled records, typed as a "
+            'query and as "more like this", self excluded.',
+            "",
+            md_table(
+                [
+                    "rerank_depth",
+                    "phrase_weight",
+                    "PFD dev MRR",
+                    "PFD test MRR",
+                    *[names.get(t, t) for t in rr["tasks"]],
+                ],
+                [
+                    [
+                        r["rerank_depth"],
+                        r["phrase_weight"],
+                        r["pfd_dev_mrr"],
+                        r["pfd_test_mrr"],
+                        *[r[f"{t}_p10"] for t in rr["tasks"]],
+                    ]
+                    for r in rr["rows"]
                 ],
             ),  # fmt: skip
             "",
@@ -1178,10 +1317,16 @@ def markdown(res: dict[str, Any]) -> str:
             f"**{sw['chosen']}**.",
             "",
             md_table(
-                ["dense_weight", "PFD dev MRR", "PFD test MRR",
-                 *[names[t] for t in sw["tasks"]]],
-                [[r["dense_weight"], r["pfd_dev_mrr"], r["pfd_test_mrr"],
-                  *[r[f"{t}_p10"] for t in sw["tasks"]]] for r in sw["rows"]],
+                ["dense_weight", "PFD dev MRR", "PFD test MRR", *[names[t] for t in sw["tasks"]]],
+                [
+                    [
+                        r["dense_weight"],
+                        r["pfd_dev_mrr"],
+                        r["pfd_test_mrr"],
+                        *[r[f"{t}_p10"] for t in sw["tasks"]],
+                    ]
+                    for r in sw["rows"]
+                ],
             ),  # fmt: skip
             "",
         ]
@@ -1334,9 +1479,8 @@ def main() -> None:
     ap.add_argument("--skip-weighting", action="store_true", help="no long-query sweep")
     ap.add_argument("--skip-similar", action="store_true", help='no "more like this" part')
     ap.add_argument("--skip-long-weight", action="store_true", help="no long-query weight sweep")
-    ap.add_argument(
-        "--skip-short-weight", action="store_true", help="no short-query weight sweep"
-    )
+    ap.add_argument("--skip-rerank", action="store_true", help="no word-pair re-ranking sweep")
+    ap.add_argument("--skip-short-weight", action="store_true", help="no short-query weight sweep")
     ap.add_argument("--bm25-queries", type=int, default=500)
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
@@ -1365,6 +1509,11 @@ def main() -> None:
     if not args.skip_weighting and "pfd" in res:
         res["query_weighting"] = {
             **bench_query_weighting(settings, args.bm25_queries, args.bm25_demo_records),
+            "measured_at": stamp(),
+        }
+    if not args.skip_rerank and "pfd" in res:
+        res["rerank"] = {
+            **bench_rerank(settings, args.bm25_queries, args.bm25_demo_records),
             "measured_at": stamp(),
         }
     if not args.skip_long_weight and "pfd" in res:

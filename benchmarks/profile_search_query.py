@@ -104,9 +104,13 @@ def main() -> None:
     from themes.embed import SentenceTransformerEmbedder
     from themes.search import (
         QueryEmbedder,
+        fuse,
+        fusion_weight,
+        is_long_query,
         lexical_query,
         make_filters,
         make_query_embedder,
+        rerank,
         text_query,
     )
     from themes.search_index import SearchIndex
@@ -132,10 +136,10 @@ def main() -> None:
         raise SystemExit(f"no {WORK / source}: run benchmarks/bench_search_speed.py")
     queries = json.loads((WORK / source).read_text())[: args.queries]
 
-    def lexical(q: str, mask: np.ndarray | None) -> None:
+    def lexical(q: str, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """BM25 as the product runs it: a long query's terms weighted (`lexical_query`)."""
         tokens, weights = lexical_query(index, q, s.search)
-        index.bm25(tokens, n=s.search.candidates, mask=mask, weights=weights)
+        return index.bm25(tokens, n=s.search.candidates, mask=mask, weights=weights)
 
     names = (
         "whole query",
@@ -144,6 +148,7 @@ def main() -> None:
         "mask",
         "bm25",
         "dense",
+        "word-pair re-ranking (long queries)",
         "embed while BM25 runs",
     )
     steps: dict[str, list[float]] = {k: [] for k in names}
@@ -164,11 +169,17 @@ def main() -> None:
         mask = index.mask(f)
         steps["mask"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        lexical(q, mask)
+        lexical_hits = lexical(q, mask)
         steps["bm25"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        index.dense(vec, n=s.search.candidates, mask=mask)
+        dense_hits = index.dense(vec, n=s.search.candidates, mask=mask)
         steps["dense"].append(time.perf_counter() - t)
+        if is_long_query(len(index.query_terms(q)[0]), s.search):
+            fused = fuse(lexical_hits, dense_hits, method=s.search.fusion, rrf_k=s.search.rrf_k,
+                         dense_weight=fusion_weight(s.search, long=True))  # fmt: skip
+            t = time.perf_counter()
+            rerank(index, fused, index.query_sequence(q), s.search)
+            steps["word-pair re-ranking (long queries)"].append(time.perf_counter() - t)
         t = time.perf_counter()
         pending = qe.submit(q)
         lexical(q, index.mask(f))
@@ -183,7 +194,7 @@ def main() -> None:
         "query_word_pieces_mean": round(float(np.mean(wp)), 1),
         "query_encoder": qe.backend,
         "min_cosine_query_encoder_to_torch": round(min(cosines), 6),
-        "steps": {k: pct(v) for k, v in steps.items()},
+        "steps": {k: pct(v) for k, v in steps.items() if v},
         "matmul_gflops_one_thread": matmul_gflops(),
         "load_average_1m": round(os.getloadavg()[0], 1),
     }

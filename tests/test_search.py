@@ -455,7 +455,7 @@ def test_index_updates_only_new_and_changed_records(settings, store) -> None:  #
     assert index.ids_[hits[0]] == "INC000003"
 
 
-@pytest.mark.parametrize("damage", ["manifest", "vectors", "tokens", "ann", "missing"])
+@pytest.mark.parametrize("damage", ["manifest", "vectors", "tokens", "ann", "phrases", "missing"])
 def test_a_corrupt_index_is_rebuilt_with_a_warning_and_a_missing_one_built(
     settings,
     store,
@@ -479,6 +479,8 @@ def test_a_corrupt_index_is_rebuilt_with_a_warning_and_a_missing_one_built(
         (path / "token_ids.npy").write_bytes(data[: len(data) - 8])
     elif damage == "ann":
         (path / "ann.usearch").write_bytes(b"\0" * 64)
+    elif damage == "phrases":  # a readable file of the wrong length
+        np.save(path / "phrase_df.npy", np.ones(1, dtype=np.int32))
     else:
         import shutil
 

@@ -29,6 +29,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from themes.errors import ConfigError, NotFoundError, ThemesError
+from themes.phrases import rerank_order
 from themes.records import check_kind
 from themes.search_index import Filters, IndexCorruptError, SearchIndex
 from themes.settings import SearchSettings, Settings
@@ -86,6 +87,36 @@ def fuse(
     )
 
 
+def rerank(
+    index: SearchIndex,
+    ranked: tuple[np.ndarray, np.ndarray],
+    sequence: np.ndarray,
+    settings: SearchSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A long query's fused list with its top `search.rerank_depth` re-ordered by
+    min-max(fused score) + `search.phrase_weight` x min-max(TF-IDF cosine over words and
+    adjacent word pairs, `SearchIndex.phrase_cosines`); the rest follow in fused order.
+
+    Scores stay on one scale: the rest get their fused score min-max scaled by the
+    re-ranked top's range (at most 0). Weight 0 or a depth below 2 changes nothing.
+    """
+    positions, scores = ranked
+    depth = min(settings.rerank_depth, len(positions))
+    if settings.phrase_weight <= 0 or depth < 2 or not len(sequence):
+        return ranked
+    top = np.asarray(scores[:depth], dtype=np.float64)
+    order, mixed = rerank_order(
+        top, index.phrase_cosines(sequence, positions[:depth]), settings.phrase_weight
+    )
+    lo, hi = float(top.min()), float(top.max())
+    rest = np.asarray(scores[depth:], dtype=np.float64) - lo
+    rest = rest / (hi - lo) if hi > lo else rest
+    return (
+        np.concatenate([positions[:depth][order], positions[depth:]]),
+        np.concatenate([mixed[order], rest]).astype(np.float32),
+    )
+
+
 def fusion_weight(settings: SearchSettings, *, long: bool) -> float:
     """The dense side's weight in the fusion: `search.long_query_dense_weight` (when set)
     for a long query, one whose BM25 terms are weighted (`query_weights`), else
@@ -107,11 +138,14 @@ def retrieve(
     exclude: int | None = None,
     worker: QueryEmbedder | None = None,
     weights: np.ndarray | None = None,
+    sequence: np.ndarray | None = None,
 ) -> list[tuple[int, float, int | None, int | None]]:
     """Ranked (position, score, bm25 rank, dense rank) for a query, filtered, best first.
 
     `weights` (one per token) weight the query's terms in BM25; None counts each once.
-    A weighted query is a long one, and fuses with its own dense weight (`fusion_weight`).
+    A weighted query is a long one, and fuses with its own dense weight (`fusion_weight`);
+    its fused list is then re-ranked with word-pair evidence (`rerank`) from `sequence`,
+    the query's token ids in order (`SearchIndex.query_sequence` or `sequence_of`).
 
     `vector` may be a callable (e.g. a pending embedding's `Future.result`): it is called
     only after the filter mask is ready, so the query can be embedded meanwhile. With a
@@ -153,6 +187,11 @@ def retrieve(
             rrf_k=settings.rrf_k,
             dense_weight=fusion_weight(settings, long=weights is not None),
         )
+        if exclude is not None:
+            keep = ranked[0] != exclude
+            ranked = (ranked[0][keep], ranked[1][keep])
+        if weights is not None and sequence is not None:
+            ranked = rerank(index, ranked, sequence, settings)
     b_rank = {int(p): r for r, p in enumerate(lexical[0].tolist(), start=1)}
     d_rank = {int(p): r for r, p in enumerate(semantic[0].tolist(), start=1)}
     out = []
@@ -376,6 +415,7 @@ def text_query(
     """
     pending = embed.submit(text) if embed is not None and method != "bm25" else None
     tokens, weights = lexical_query(index, text, settings)
+    sequence = index.query_sequence(text) if weights is not None else None
     hits = retrieve(
         index,
         tokens=tokens,
@@ -386,6 +426,7 @@ def text_query(
         method=method,
         worker=embed,
         weights=weights,
+        sequence=sequence,
     )
     return tokens, hits
 
@@ -707,6 +748,7 @@ class Searcher:
             filters=filters,
             method=method,
             exclude=pos,
+            sequence=self.index.sequence_of(pos),
         )
         terms = self._vocab_terms(tokens)
         return self._response({"record_id": record_id}, hits, terms, filters, k, offset, method)

@@ -3,8 +3,9 @@
 One `SearchIndex` holds, for every indexed record, its id, the hash of its de-identified
 text, the structured fields investigators filter on, its embedding and its BM25 tokens.
 It is saved as a directory beside the store and updated incrementally: only new and
-changed records are tokenised and added to the ANN graph; BM25 weights are recomputed
-from the cached token ids (IDF depends on the whole collection).
+changed records are tokenised and added to the ANN graph; BM25 weights and the word-pair
+document frequencies (`themes.phrases`, for re-ranking long queries) are recomputed from
+the cached token ids (both depend on the whole collection).
 
 Dense search is exact below `ann_min_records` and approximate (usearch HNSW) above it;
 a filter that keeps few records is searched exactly over just those records
@@ -29,11 +30,14 @@ import numpy as np
 import pandas as pd
 
 from themes.errors import NotFittedError, ThemesError
+from themes.phrases import PhraseTable
+from themes.phrases import cosines as phrase_cosines
 from themes.records import IDENTIFIER_TYPES
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: adds the word-pair table (phrase_codes.npy, phrase_df.npy; themes.phrases)."""
 META_COLUMNS: tuple[str, ...] = (
     "kind",
     "site",
@@ -161,6 +165,7 @@ class SearchIndex:
         self.ann_ = None
         self.set_meta(meta)
         self._build_bm25()
+        self._build_phrases()
         self._sync_ann(added=self.keys_, removed=np.zeros(0, dtype=np.int64))
         return self
 
@@ -209,6 +214,7 @@ class SearchIndex:
         self.vectors_ = np.concatenate([old, new_vectors.astype(np.float16, copy=False)])
         self.set_meta(meta)
         self._build_bm25()
+        self._build_phrases()
         self._sync_ann(added=added, removed=removed)
         return self
 
@@ -275,6 +281,15 @@ class SearchIndex:
         self.bm25_ = bm25s.BM25(k1=self.bm25_k1, b=self.bm25_b)
         self.bm25_.index((corpus, vocab), show_progress=False)
         _use_gil_free_scorer(self.bm25_)
+
+    def _build_phrases(self) -> None:
+        """The document frequencies of word pairs that records share (`PhraseTable`)."""
+        self.phrases_ = PhraseTable.build(self.tok_indptr_, self.tok_ids_, skip=self.empty_token)
+
+    @property
+    def empty_token(self) -> int | None:
+        """bm25s's empty token id (a record of only placeholders and stop words), if any."""
+        return self.tokenizer_.get_vocab_dict().get("")
 
     def _sync_ann(self, *, added: np.ndarray, removed: np.ndarray) -> None:
         from usearch.index import Index
@@ -353,6 +368,36 @@ class SearchIndex:
     def query_tokens(self, text: str) -> list[int]:
         """Token ids of a query (words the collection never used are dropped)."""
         return self.query_terms(text)[0]
+
+    def query_sequence(self, text: str) -> np.ndarray:
+        """A query's token ids in order (stop words dropped as in the index); a word the
+        collection never used is -1, so that no word pair spans it."""
+        self._check_fitted()
+        vocab = self.tokenizer_.get_vocab_dict()
+        lists = self.tokenizer_.tokenize(
+            [text], update_vocab=False, return_as="string", show_progress=False
+        )
+        return np.array([vocab.get(t, -1) for t in lists[0]], dtype=np.int64)
+
+    def sequence_of(self, pos: int) -> np.ndarray:
+        """The indexed token ids of one record, in order."""
+        self._check_fitted()
+        return np.asarray(self.tok_ids_[self.tok_indptr_[pos] : self.tok_indptr_[pos + 1]])
+
+    def phrase_cosines(self, sequence: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """TF-IDF cosine over words and adjacent word pairs between a token sequence and
+        the records at `positions` (`themes.phrases.cosines`; up to a shared factor)."""
+        self._check_fitted()
+        return phrase_cosines(
+            sequence,
+            positions,
+            indptr=self.tok_indptr_,
+            ids=self.tok_ids_,
+            word_df=self.document_frequency(),
+            table=self.phrases_,
+            n_records=self.size,
+            skip=self.empty_token,
+        )
 
     def query_terms(self, text: str) -> tuple[list[int], list[int]]:
         """Distinct token ids of a query in first-seen order, and how often each occurs."""
@@ -630,6 +675,8 @@ class SearchIndex:
             self.bm25_.save(str(tmp / "bm25"), show_progress=False)
         if self.ann_ is not None:
             self.ann_.save(str(tmp / "ann.usearch"))
+        np.save(tmp / "phrase_codes.npy", np.asarray(self.phrases_.codes, dtype=np.int64))
+        np.save(tmp / "phrase_df.npy", np.asarray(self.phrases_.df, dtype=np.int32))
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_id": self.model_id_,
@@ -639,6 +686,7 @@ class SearchIndex:
             "ann": self.ann_ is not None,
             "ann_records": len(self.ann_) if self.ann_ is not None else 0,
             "tokens": int(len(self.tok_ids_)),
+            "phrases": len(self.phrases_),
             "params": self._params(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -717,6 +765,7 @@ class SearchIndex:
                 raise IndexCorruptError("search index token arrays are truncated")
             index.tokenizer_ = bm25s.tokenization.Tokenizer(stopwords=tokenizer_stopwords())
             index.tokenizer_.word_to_id = vocab
+            index.phrases_ = _load_phrases(path, mmap=read_only, expected=manifest["phrases"])
             index.bm25_ = None
             if n:
                 index.bm25_ = bm25s.BM25.load(
@@ -865,6 +914,20 @@ def _load_tokens(path: Path, *, mmap: bool) -> dict[str, np.ndarray]:
     return out
 
 
+def _load_phrases(path: Path, *, mmap: bool, expected: int) -> PhraseTable:
+    """The word-pair table, memory-mapped when `mmap`."""
+    mode = "r" if mmap else None
+    codes = np.load(path / "phrase_codes.npy", mmap_mode=mode)
+    df = np.load(path / "phrase_df.npy", mmap_mode=mode)
+    if codes.dtype != np.int64 or df.dtype != np.int32 or len(codes) != len(df):
+        raise IndexCorruptError("search index word-pair arrays disagree (phrase_*.npy)")
+    if len(codes) != int(expected):
+        raise IndexCorruptError(
+            f"search index word-pair table has {len(codes)} pairs, the manifest {expected}"
+        )
+    return PhraseTable(codes, df)
+
+
 def _query(vector: np.ndarray) -> np.ndarray:
     return np.asarray(vector, dtype=np.float32).reshape(-1)
 
@@ -887,6 +950,7 @@ def _prefetch(path: Path) -> None:
     for file in (
         path / "ann.usearch",
         path / "vectors.npy",
+        path / "phrase_codes.npy",
         *sorted((path / "bm25").glob("*.npy")),
     ):
         try:

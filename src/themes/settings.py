@@ -202,6 +202,15 @@ class SearchSettings(_Section):
     that keep demo and FFT precision@10 within 0.01 (benchmarks/bench_search.py)."""
     candidates: int = 100
     """How many results each retriever contributes to the fusion."""
+    rerank_depth: int = Field(default=50, ge=0)
+    """How many of a long query's fused results are re-ranked with word-pair evidence
+    (`phrase_weight`; themes.phrases). Chosen with it on the PFD dev half
+    (benchmarks/bench_search.py)."""
+    phrase_weight: float = Field(default=1.0, ge=0.0)
+    """Weight of the TF-IDF cosine over words and adjacent word pairs against the fused
+    score (both min-max scaled over the re-ranked results) for a long query
+    (`long_query_terms`) and "more like this"; 0 turns the re-ranking off. Chosen on the
+    PFD dev half among weights that keep demo and FFT precision@10 within 0.01."""
     bm25_k1: float = 2.5
     """BM25 term-frequency saturation. With `bm25_b` chosen on PFD reports among settings
     that keep FFT and demo precision@10 within 0.01 (benchmarks/bench_search.py)."""
