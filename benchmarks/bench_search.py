@@ -1137,7 +1137,36 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
             for seed in eval_seeds
         },
     }
+    out["precision_stability"] = dup_precision_stability(settings, n, eval_seeds[0])
     return out
+
+
+def dup_precision_stability(settings, n: int, seed: int) -> dict[str, Any]:  # noqa: ANN001
+    """How far the configured duplicate scores move when the demo store of `seed` is
+    embedded in float32 instead of the configured arithmetic: the largest change over the
+    candidate pairs both stores share, and over those at or near (0.03) the threshold."""
+    ss = settings.search
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in (settings.embed.precision, "float32"):
+            s = settings.model_copy(
+                update={"embed": settings.embed.model_copy(update={"precision": precision})}
+            )
+            ix, _ = demo_store(seed, n, Path(tmp) / precision, s)
+            scores[precision] = scored(pair_features(ix, s, True), ss.duplicate_lexical_weight,
+                                       ss.duplicate_context, ss.duplicate_sex_conflict_penalty,
+                                       ss.duplicate_max_days)  # fmt: skip
+    a, b = scores[settings.embed.precision], scores["float32"]
+    common = set(a) & set(b)
+    near = [p for p in common if max(a[p], b[p]) >= ss.duplicate_threshold - 0.03]
+    return {"seed": seed, "precision": settings.embed.precision, "pairs": len(common),
+            "max_change": round(max((abs(a[p] - b[p]) for p in common), default=0.0), 4),
+            "near_threshold": len(near),
+            "max_change_near_threshold": round(max((abs(a[p] - b[p]) for p in near),
+                                                   default=0.0), 4),
+            "decided_differently": sum((a[p] >= ss.duplicate_threshold)
+                                       != (b[p] >= ss.duplicate_threshold) for p in common),
+            }  # fmt: skip
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -1446,11 +1475,25 @@ def markdown(res: dict[str, Any]) -> str:
                 for s in d["evaluation_seeds"]
             )
             verdict = "met" if worst >= 0.9 else "**missed**"
+            per = [r[f"seed {s}"] for s in d["evaluation_seeds"]]
+            tp = sum(round(x["precision"] * x["predicted"]) for x in per)
+            pooled_p = round(tp / max(1, sum(x["predicted"] for x in per)), 4)
+            pooled_r = round(tp / max(1, sum(x["planted"] for x in per)), 4)
             lines += [f"Calibrated settings (date window {r.get('date_window')} days, word "
                       f"weight {r['lexical_weight']}, context {r.get('context', 0)}, threshold "
                       f"{r['threshold']}): the lowest "
                       f"precision or recall over the evaluation seeds is **{worst}** "
-                      f"(target ≥ 0.9: {verdict}).", ""]  # fmt: skip
+                      f"(target ≥ 0.9: {verdict}); pooled over them, precision {pooled_p} and "
+                      f"recall {pooled_r}.", ""]  # fmt: skip
+            st = d.get("precision_stability")
+            if st:
+                lines += [f"Embedding arithmetic: with the demo store of seed {st['seed']} "
+                          f"embedded in float32 instead of {st['precision']}, the configured "
+                          f"score of the {st['pairs']} candidate pairs moves by at most "
+                          f"{st['max_change']} ({st['max_change_near_threshold']} for the "
+                          f"{st['near_threshold']} within 0.03 of the threshold or above); "
+                          f"{st['decided_differently']} pair(s) decided differently.",
+                          ""]  # fmt: skip
             c = d.get("configured")
             chosen = (r["lexical_weight"], r.get("context", 0), r["threshold"],
                       r.get("date_window"))  # fmt: skip

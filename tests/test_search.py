@@ -200,13 +200,38 @@ def test_word_overlap_discounts_words_that_look_alike_reports_all_use() -> None:
     index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
     plain = word_overlap(index, 0, np.array([1, 2]))
     near = _context(index, 0, 9)
-    assert near is not None and set(near.tolist()) == set(range(1, 10))
+    assert near is not None and set(near[0][:9].tolist()) == set(range(1, 10))
     local = word_overlap(index, 0, np.array([1, 2]), context=near)
     # without context the shared theme words make the look-alike (2) score close to the
     # duplicate (1); discounting what the neighbours all say sets them far apart
     assert plain[0] > plain[1] > 0.5 * plain[0]
     assert local[1] < 0.5 * plain[1]
     assert local[0] > 3 * local[1]
+
+
+def test_the_neighbour_context_tapers_so_near_ties_cannot_swing_the_overlap() -> None:
+    """Context weights: full to rank n/2, then falling by 1/n a rank to 0 at 3n/2; they
+    sum to n. Swapping two neighbouring ranks moves the overlap a little, not a lot."""
+    from themes.duplicates import _context, word_overlap
+
+    ids, texts, vecs, meta = _corpus(400, seed=3)
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    positions, weights = _context(index, 0, 10)
+    assert len(positions) == 15 and 0 not in positions.tolist()
+    assert weights.sum() == pytest.approx(10.0)
+    assert weights[:5].tolist() == [1.0] * 5 and weights[-1] == pytest.approx(0.05)
+    assert np.all(np.diff(weights) <= 0)
+    others = np.arange(1, 60)
+    base = word_overlap(index, 0, others, context=(positions, weights))
+    swapped = positions.copy()
+    swapped[[9, 10]] = swapped[[10, 9]]  # ranks 10 and 11 trade places
+    moved = word_overlap(index, 0, others, context=(swapped, weights))
+    hard = word_overlap(index, 0, others, context=positions[:10])
+    hard_moved = word_overlap(index, 0, others, context=swapped[:10])
+    assert np.abs(moved - base).max() < 0.5 * np.abs(hard_moved - hard).max()
+    # positions alone count one each, as before
+    ones = word_overlap(index, 0, others, context=(positions[:10], np.ones(10)))
+    np.testing.assert_allclose(hard, ones)
 
 
 def test_reports_about_a_man_and_a_woman_are_not_one_event() -> None:

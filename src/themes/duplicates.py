@@ -95,7 +95,11 @@ def candidates(
 
 
 def word_overlap(
-    index: SearchIndex, pos: int, others: np.ndarray, *, context: np.ndarray | None = None
+    index: SearchIndex,
+    pos: int,
+    others: np.ndarray,
+    *,
+    context: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
 ) -> np.ndarray:
     """IDF-weighted cosine of the word sets of record `pos` and each of `others` (0..1).
 
@@ -103,17 +107,25 @@ def word_overlap(
     records counts for much more than one that most records use, so two reports that name
     the same uncommon drug, device or finding score high even when worded differently.
 
-    With `context` (positions of records like `pos`, e.g. its nearest neighbours), a word
-    is further discounted by how many of them use it: the words every report of that kind
-    of event uses ("pressure ulcer", "sacrum") say little about whether two reports are of
-    the *same* event; the facts that set this report apart from its look-alikes say much.
+    With `context` (positions of records like `pos`, e.g. its nearest neighbours, alone or
+    with a weight each, as `_context` gives them), a word is further discounted by how many
+    of them use it: the words every report of that kind of event uses ("pressure ulcer",
+    "sacrum") say little about whether two reports are of the *same* event; the facts that
+    set this report apart from its look-alikes say much.
     """
     weight = index.idf().copy()
-    if context is not None and len(context):
-        m = len(context)
+    if isinstance(context, tuple):
+        positions, shares = context
+    else:
+        positions = context
+        shares = None if context is None else np.ones(len(context))
+    if positions is not None and len(positions):
+        m = float(np.sum(shares))
         df = np.zeros(len(weight), dtype=np.float64)
-        for other in np.asarray(context, dtype=np.int64).tolist():
-            df[np.asarray(index.tokens_of(other), dtype=np.int64)] += 1.0
+        for other, share in zip(
+            np.asarray(positions, dtype=np.int64).tolist(), shares.tolist(), strict=True
+        ):
+            df[np.asarray(index.tokens_of(other), dtype=np.int64)] += share
         weight *= np.log1p(m / (df + 0.5)) / np.log1p(m / 0.5)
     mine = np.asarray(index.tokens_of(pos), dtype=np.int64)
     w_mine = weight[mine] ** 2
@@ -169,12 +181,21 @@ def sex_conflicts(index: SearchIndex, pos: int, others: np.ndarray) -> np.ndarra
     return ((mine > 0) & (theirs > 0) & (theirs != mine)).astype(np.float32)
 
 
-def _context(index: SearchIndex, pos: int, n: int) -> np.ndarray | None:
-    """The n nearest records of `pos` by embedding (None when n is 0)."""
+def _context(index: SearchIndex, pos: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The nearest records of `pos` by embedding and how much each counts as its context
+    (None when n is 0): ranks up to n/2 count fully, then the weight falls linearly to 0
+    by rank 3n/2, so the weights sum to n. A hard cut at rank n made the score jump when
+    two neighbours about as near as each other swapped places, as a change of the
+    embedding's arithmetic (float32 to bfloat16) did; now a swap of neighbouring ranks
+    moves a weight by 1/n."""
     if n <= 0 or index.size < 2:
         return None
-    near, _ = index.neighbours(np.array([pos], dtype=np.int64), n)
-    return near[0][near[0] >= 0]
+    reach = n + (n + 1) // 2
+    near, _ = index.neighbours(np.array([pos], dtype=np.int64), reach)
+    ranks = np.arange(1, reach + 1, dtype=np.float64)
+    weights = np.clip((1.5 * n + 0.5 - ranks) / n, 0.0, 1.0)
+    found = near[0] >= 0
+    return near[0][found], weights[found]
 
 
 def _derived(index: SearchIndex, name: str, build: Callable[[SearchIndex], T]) -> T:
