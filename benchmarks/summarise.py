@@ -1,6 +1,6 @@
 """Write docs/benchmarks.md from the result files in benchmarks/results/.
 
-    python benchmarks/summarise.py
+python benchmarks/summarise.py
 """
 
 from __future__ import annotations

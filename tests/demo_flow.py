@@ -81,5 +81,3 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_home: Path):  # n
             "env": dict(_env(root)),
             "mp": mp,
         }
-
-
