@@ -982,7 +982,7 @@ def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tu
     """(cosine, word overlap for each of DUP_CONTEXTS, patient-sex conflict, day gap) of
     every candidate pair: blocked as the product blocks (at the widest of DUP_WINDOWS), or
     every pair with cosine >= 0.5 when not blocked (day gap 0: no date window)."""
-    from themes.duplicates import _context, find_pairs, sex_conflicts, word_overlap
+    from themes.duplicates import find_pairs, pair_overlap, sex_conflicts
 
     if blocked:
         pairs = find_pairs(
@@ -1014,9 +1014,7 @@ def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tu
     out = {}
     for a, rest in partners.items():
         others = np.array([b for b, *_ in rest], dtype=np.int64)
-        overlaps = [
-            word_overlap(index, a, others, context=_context(index, a, k)) for k in DUP_CONTEXTS
-        ]
+        overlaps = [pair_overlap(index, a, others, context=k) for k in DUP_CONTEXTS]
         conflict = sex_conflicts(index, a, others)
         for j, (b, c, gap) in enumerate(rest):
             key = tuple(sorted((index.ids_[a], index.ids_[b])))

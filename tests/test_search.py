@@ -234,6 +234,30 @@ def test_the_neighbour_context_tapers_so_near_ties_cannot_swing_the_overlap() ->
     np.testing.assert_allclose(hard, ones)
 
 
+def test_a_pairs_score_is_the_same_whichever_record_is_checked() -> None:
+    """A nightly run checks only its new records: whether two reports pair must not depend
+    on which of them is the new one."""
+    from themes.duplicates import candidates, find_pairs
+
+    ids, texts, vecs, meta = _corpus(400, seed=4)
+    meta["event_date"] = date(2025, 1, 1)  # everyone a candidate of everyone
+    meta[["site", "location", "specialty", "severity"]] = ["A", "Ward 1", "S", "Low"]
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    fields = ["site", "location", "specialty", "severity"]
+    kw = {"max_days": 1, "match_fields": fields, "lexical_weight": 0.8, "context": 10}
+    for a in (0, 7, 42):
+        cand, scores = candidates(index, a, **kw)
+        for b, s_ab in list(zip(cand.tolist(), scores.tolist(), strict=True))[:5]:
+            back, back_scores = candidates(index, b, **kw)
+            assert back_scores[back.tolist().index(a)] == pytest.approx(s_ab, abs=1e-5)
+    kw["threshold"] = float(np.quantile(candidates(index, 0, **kw)[1], 0.9))
+    del kw["max_days"]
+    one = {(a, b) for a, b, *_ in find_pairs(index, np.array([0]), max_days=1, **kw)}
+    others = np.array(sorted({b for _, b in one} | {a for a, _ in one} - {0}))
+    two = {(a, b) for a, b, *_ in find_pairs(index, others, max_days=1, **kw)}
+    assert one and one <= two  # every pair found from record 0 is found from its partners
+
+
 def test_reports_about_a_man_and_a_woman_are_not_one_event() -> None:
     from themes.duplicates import candidates, sex_conflicts, subject_sex
 

@@ -85,8 +85,7 @@ def candidates(
     q = np.asarray(index.vectors_[pos], dtype=np.float32)
     sims = np.asarray(index.vectors_[cand], dtype=np.float32) @ q
     if lexical_weight:
-        near = _context(index, pos, context)
-        overlap = word_overlap(index, pos, cand, context=near)
+        overlap = pair_overlap(index, pos, cand, context=context)
         sims = (1.0 - lexical_weight) * sims + lexical_weight * overlap
     if sex_conflict_penalty:
         sims = sims - sex_conflict_penalty * sex_conflicts(index, pos, cand)
@@ -179,6 +178,35 @@ def sex_conflicts(index: SearchIndex, pos: int, others: np.ndarray) -> np.ndarra
     mine = sex[pos]
     theirs = sex[np.asarray(others, dtype=np.int64)]
     return ((mine > 0) & (theirs > 0) & (theirs != mine)).astype(np.float32)
+
+
+def pair_overlap(index: SearchIndex, pos: int, others: np.ndarray, *, context: int) -> np.ndarray:
+    """The word overlap of record `pos` with each of `others`, the same from either side:
+    the mean of `word_overlap` seen from `pos` (its words discounted by its own `context`
+    nearest neighbours) and from the other record (by its neighbours). One-sided, a pair's
+    score depended on which record was checked, so whether two reports paired could
+    depend on which of them a nightly run saw as new."""
+    others = np.asarray(others, dtype=np.int64)
+    mine = word_overlap(index, pos, others, context=_cached_context(index, pos, context))
+    if context <= 0:
+        return mine  # without context the overlap is symmetric already
+    theirs = np.array(
+        [
+            word_overlap(index, o, np.array([pos]), context=_cached_context(index, o, context))[0]
+            for o in others.tolist()
+        ],
+        dtype=np.float32,
+    )
+    return (mine + theirs) / 2.0
+
+
+def _cached_context(index: SearchIndex, pos: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_context`, remembered on the index until it changes (pairs share records)."""
+    cache = _derived(index, "_contexts", lambda _ix: {})
+    key = (pos, n)
+    if key not in cache:
+        cache[key] = _context(index, pos, n)
+    return cache[key]
 
 
 def _context(index: SearchIndex, pos: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
