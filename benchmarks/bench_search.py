@@ -122,14 +122,14 @@ def ranked_lists(
         s = s.model_copy(update={"long_query_terms": long_query_terms})
     out = []
     for i, (text, vec) in enumerate(zip(queries, qvecs, strict=True)):
-        tokens, w = lexical_query(index, text, s)
+        seq = index.query_sequence(text)
+        tokens, w = lexical_query(index, text, s, sequence=seq)
         b = index.bm25(tokens, n=POOL + 1, weights=w)
         d = index.dense(vec, n=POOL + 1)
         if exclude is not None:
             b = tuple(x[b[0] != exclude[i]][:POOL] for x in b)
             d = tuple(x[d[0] != exclude[i]][:POOL] for x in d)
-        seq = index.query_sequence(text) if w is not None else None
-        out.append(Lists(b, d, w is not None, seq=seq, index=index))
+        out.append(Lists(b, d, w is not None, seq=seq if w is not None else None, index=index))
     return out
 
 

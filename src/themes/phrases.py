@@ -72,12 +72,21 @@ def pair_codes(tokens: np.ndarray, *, skip: int | None = None) -> np.ndarray:
     """Codes of a token sequence's adjacent pairs; a negative id (a word the index does
     not know) or `skip` breaks the sequence."""
     t = np.asarray(tokens, dtype=np.int64)
-    if len(t) < 2:
-        return np.zeros(0, dtype=np.int64)
-    ok = (t[:-1] >= 0) & (t[1:] >= 0)
+    return _adjacent(t, np.zeros(len(t), dtype=np.int64), skip)[1]
+
+
+def _adjacent(
+    tokens: np.ndarray, doc: np.ndarray, skip: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(record, code) of every adjacent pair in concatenated token sequences (`doc[i]` is
+    token i's record): no pair spans two records, a negative id or `skip`."""
+    if len(tokens) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    a, b = tokens[:-1], tokens[1:]
+    ok = (doc[:-1] == doc[1:]) & (a >= 0) & (b >= 0)
     if skip is not None:
-        ok &= (t[:-1] != skip) & (t[1:] != skip)
-    return (t[:-1][ok] << SHIFT) | t[1:][ok]
+        ok &= (a != skip) & (b != skip)
+    return doc[:-1][ok], (a[ok] << SHIFT) | b[ok]
 
 
 def smooth_idf(df: np.ndarray, n: int) -> np.ndarray:
@@ -127,11 +136,7 @@ def cosines(
     norm2 += np.bincount(d_doc, d_weight**2, minlength=len(positions))
     dot += _dot(d_doc, d_word, d_weight, qw, qw_weight, len(positions))
 
-    same = doc[:-1] == doc[1:]
-    pairs = (tokens[:-1] << SHIFT) | tokens[1:]
-    if skip is not None:
-        same &= (tokens[:-1] != skip) & (tokens[1:] != skip)
-    p_doc, p_code, p_tf = _counted(doc[:-1][same], pairs[same])
+    p_doc, p_code, p_tf = _counted(*_adjacent(tokens, doc, skip))
     if len(p_code):
         p_weight = (1.0 + np.log(p_tf)) * smooth_idf(
             np.maximum(table.frequency(p_code), 1), n_records
@@ -142,7 +147,9 @@ def cosines(
     return out
 
 
-def rerank_order(fused: np.ndarray, phrase: np.ndarray, weight: float) -> np.ndarray:
+def rerank_order(
+    fused: np.ndarray, phrase: np.ndarray, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Order (indices, best first) of candidates by min-max(fused) + weight x
     min-max(phrase), ties kept in fused order; and the mixed scores in that order."""
     mixed = _minmax(fused) + weight * _minmax(phrase)
@@ -196,19 +203,13 @@ def _slice_frequencies(
     indptr: np.ndarray, ids: np.ndarray, skip: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pair codes of the records in one CSR slice and how many of them have each."""
-    lo, hi = int(indptr[0]), int(indptr[-1])
-    tokens = np.asarray(ids[lo:hi], dtype=np.int64)
-    if len(tokens) < 2:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    tokens = np.asarray(ids[int(indptr[0]) : int(indptr[-1])], dtype=np.int64)
     doc = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    same = doc[:-1] == doc[1:]
-    if skip is not None:
-        same &= (tokens[:-1] != skip) & (tokens[1:] != skip)
-    codes = (tokens[:-1][same] << SHIFT) | tokens[1:][same]
+    pair_doc, codes = _adjacent(tokens, doc, skip)
     if not len(codes):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     uniq, inverse = np.unique(codes, return_inverse=True)
-    per_doc = np.unique(doc[:-1][same].astype(np.int64) * len(uniq) + inverse.reshape(-1))
+    per_doc = np.unique(pair_doc.astype(np.int64) * len(uniq) + inverse.reshape(-1))
     return uniq, np.bincount(per_doc % len(uniq), minlength=len(uniq)).astype(np.int64)
 
 

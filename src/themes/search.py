@@ -187,18 +187,17 @@ def retrieve(
             rrf_k=settings.rrf_k,
             dense_weight=fusion_weight(settings, long=weights is not None),
         )
-        if exclude is not None:
-            keep = ranked[0] != exclude
-            ranked = (ranked[0][keep], ranked[1][keep])
-        if weights is not None and sequence is not None:
-            ranked = rerank(index, ranked, sequence, settings)
+    if exclude is not None:  # before the re-ranking, whose min-max scaling it would skew
+        keep = ranked[0] != exclude
+        ranked = (ranked[0][keep], ranked[1][keep])
+    if method == "hybrid" and weights is not None and sequence is not None:
+        ranked = rerank(index, ranked, sequence, settings)
     b_rank = {int(p): r for r, p in enumerate(lexical[0].tolist(), start=1)}
     d_rank = {int(p): r for r, p in enumerate(semantic[0].tolist(), start=1)}
-    out = []
-    for p, s in zip(ranked[0].tolist(), ranked[1].tolist(), strict=True):
-        if p == exclude:
-            continue
-        out.append((p, float(s), b_rank.get(p), d_rank.get(p)))
+    out = [
+        (p, float(s), b_rank.get(p), d_rank.get(p))
+        for p, s in zip(ranked[0].tolist(), ranked[1].tolist(), strict=True)
+    ]
     return out[:n]
 
 
@@ -414,8 +413,8 @@ def text_query(
     weighted in BM25.
     """
     pending = embed.submit(text) if embed is not None and method != "bm25" else None
-    tokens, weights = lexical_query(index, text, settings)
-    sequence = index.query_sequence(text) if weights is not None else None
+    sequence = index.query_sequence(text)
+    tokens, weights = lexical_query(index, text, settings, sequence=sequence)
     hits = retrieve(
         index,
         tokens=tokens,
@@ -432,10 +431,17 @@ def text_query(
 
 
 def lexical_query(
-    index: SearchIndex, text: str, settings: SearchSettings
+    index: SearchIndex,
+    text: str,
+    settings: SearchSettings,
+    *,
+    sequence: np.ndarray | None = None,
 ) -> tuple[list[int], np.ndarray | None]:
-    """A free-text query's BM25 terms (token ids) and their weights (`query_weights`)."""
-    tokens, counts = index.query_terms(text)
+    """A free-text query's BM25 terms (token ids) and their weights (`query_weights`);
+    `sequence` is the text's `SearchIndex.query_sequence` when already computed."""
+    if sequence is None:
+        sequence = index.query_sequence(text)
+    tokens, counts = index.sequence_terms(sequence)
     return tokens, query_weights(index, tokens, counts, settings)
 
 

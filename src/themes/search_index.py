@@ -401,12 +401,11 @@ class SearchIndex:
 
     def query_terms(self, text: str) -> tuple[list[int], list[int]]:
         """Distinct token ids of a query in first-seen order, and how often each occurs."""
-        self._check_fitted()
-        vocab = self.tokenizer_.get_vocab_dict()
-        lists = self.tokenizer_.tokenize(
-            [text], update_vocab=False, return_as="string", show_progress=False
-        )
-        return self._counted(vocab[t] for t in lists[0] if t in vocab)
+        return self.sequence_terms(self.query_sequence(text))
+
+    def sequence_terms(self, sequence: np.ndarray) -> tuple[list[int], list[int]]:
+        """`query_terms` of a query already tokenised by `query_sequence`."""
+        return self._counted(t for t in np.asarray(sequence).tolist() if t >= 0)
 
     def term_weights(self, tokens: Sequence[int], counts: Sequence[int]) -> np.ndarray:
         """TF-IDF weights of a long query's terms, (1 + ln count) x idf, scaled to mean 1.
