@@ -40,6 +40,7 @@ SITES = ["Royal Infirmary", "General Hospital", "Community Services"]
 LOCATIONS = [f"Ward {i}" for i in range(1, 31)] + ["Emergency Department", "Theatres"]
 SPECIALTIES = ["Surgery", "Medicine", "Maternity", "Mental Health", "Paediatrics", "Elderly"]
 SEVERITIES = ["No harm", "Low", "Moderate", "Severe", "Death"]
+HARMS = ["none", "low", "moderate", "severe", "fatal"]
 FILTERS = [
     {"kind": ["incident"]},
     {"site": ["General Hospital"], "since": "2023-01-01"},
@@ -128,6 +129,7 @@ def build(n: int) -> dict[str, Any]:
             "specialty": rng.choice(SPECIALTIES, n),
             "severity": rng.choice(SEVERITIES, n, p=[0.4, 0.35, 0.15, 0.08, 0.02]),
             "status": rng.choice(["Open", "Closed"], n),
+            "harm": rng.choice(HARMS, n, p=[0.4, 0.35, 0.15, 0.08, 0.02]),
         }
     )
     WORK.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from themes import phrases
 from themes.phrases import PhraseTable, pair_codes
 from themes.search import rerank, text_query
-from themes.search_index import SearchIndex
+from themes.search_index import META_COLUMNS, SearchIndex
 from themes.settings import SearchSettings
 
 
@@ -91,7 +91,7 @@ def _index(texts: list[str]) -> SearchIndex:
     ids = [f"R{i}" for i in range(len(texts))]
     meta = pd.DataFrame(
         {"record_id": ids, "event_date": pd.Timestamp("2024-01-01"), "theme_id": -1,
-         **{c: "" for c in ("kind", "site", "location", "specialty", "severity", "status")}}
+         **{c: "" for c in META_COLUMNS}}
     )  # fmt: skip
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(len(texts), 8)).astype(np.float32)
@@ -173,7 +173,7 @@ def test_an_update_recounts_the_pairs() -> None:
     meta_ids = [*index.ids_.tolist(), "N1", "N2"]
     meta = pd.DataFrame(
         {"record_id": meta_ids, "event_date": pd.Timestamp("2024-01-01"), "theme_id": -1,
-         **{c: "" for c in ("kind", "site", "location", "specialty", "severity", "status")}}
+         **{c: "" for c in META_COLUMNS}}
     )  # fmt: skip
     vocab = index.tokenizer_.get_vocab_dict()
     code = np.array([(vocab["failed"] << 32) | vocab["escalate"]], dtype=np.int64)

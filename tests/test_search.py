@@ -50,6 +50,7 @@ def _corpus(n: int, seed: int = 0) -> tuple[list[str], list[str], np.ndarray, pd
             "specialty": rng.choice(["Surgery", "Medicine"], n),
             "severity": rng.choice(SEVERITIES, n),
             "status": rng.choice(["Open", "Closed"], n),
+            "harm": rng.choice(["none", "low", "moderate", None], n),
         }
     )
     return ids, texts, vecs, meta
@@ -65,6 +66,7 @@ def _random_filters(rng: np.random.Generator) -> Filters:
         since=start if rng.random() < 0.5 else None,
         until=start + timedelta(days=int(rng.integers(10, 300))) if rng.random() < 0.5 else None,
         status=["closed"] if rng.random() < 0.3 else None,
+        harm=list(rng.choice(["none", "low", "moderate"], 2)) if rng.random() < 0.3 else None,
     )
 
 
@@ -809,3 +811,68 @@ def test_weighted_bm25_with_unit_weights_is_plain_bm25_and_respects_the_mask() -
     assert len(pos) and set(pos.tolist()) <= set(np.flatnonzero(mask).tolist())
     with pytest.raises(ValueError, match="2 weights for 25 query terms"):
         index.bm25(tokens, n=5, weights=ones[:2])
+
+
+def test_the_harm_level_of_the_current_text_is_a_filter_and_a_changed_field_is_rechecked(
+    settings,
+    store,  # noqa: ANN001
+) -> None:
+    from themes.factors import case_impacts, ensure_tables
+
+    _fill_store(store, 40)
+    index, info = update_index(store, settings)
+    assert info.meta_changed_ids == [] and set(index.meta_["harm"].tolist()) == {""}
+    ensure_tables(store)
+    with store.begin() as conn:
+        q = sa.select(clean_texts.c.record_id, clean_texts.c.clean_hash)
+        hashes = {r[0]: r[1] for r in conn.execute(q)}
+
+        def impact(rid: str, clean_hash: str, level: str) -> dict:
+            return {"record_id": rid, "clean_hash": clean_hash, "config_hash": "c",
+                    "harm_level": level, "harm_source": "estimated", "harm_confidence": 1.0,
+                    "harm_evidence": "", "structured_value": None, "outcomes": "[]",
+                    "n_factors": 0, "tagged_at": utcnow()}  # fmt: skip
+
+        conn.execute(
+            case_impacts.insert(),
+            [
+                impact("INC000003", hashes["INC000003"], "moderate"),
+                impact("INC000004", "0" * 64, "severe"),  # judged on an older text
+            ],
+        )
+        # a corrected severity: a new raw row, the same clean text
+        conn.execute(
+            raw_records.update()
+            .where(raw_records.c.record_id == "INC000005")
+            .values(severity="Low harm", raw_hash="1" * 64)
+        )
+        conn.execute(
+            clean_texts.update()
+            .where(clean_texts.c.record_id == "INC000005")
+            .values(raw_hash="1" * 64)
+        )
+    index, info = update_index(store, settings)
+    assert info.added == 0
+    assert sorted(info.meta_changed_ids) == ["INC000003", "INC000005"]
+    harm = dict(zip(index.ids_.tolist(), index.meta_["harm"].tolist(), strict=True))
+    assert (harm["INC000003"], harm["INC000004"]) == ("moderate", "")
+    hits = np.flatnonzero(index.mask(make_filters(harm="Moderate")))
+    assert index.ids_[hits].tolist() == ["INC000003"]
+    assert update_index(store, settings)[1].meta_changed_ids == []
+
+
+def test_a_complainants_relative_says_who_the_patient_is() -> None:
+    from themes.duplicates import sex_conflicts, subject_sex
+
+    ids, texts, vecs, meta = _corpus(60)
+    texts[0] = "my husband fell from bed at night"
+    texts[1] = "my mum fell from bed at night"
+    texts[2] = "my father fell; a daughter had to translate"  # the daughter is not the patient
+    texts[3] = "my wife fell from bed and he said so"  # both: not judged
+    texts[4] = "daughter fell from bed at night"  # no "my": not judged
+    texts[5] = "fell from bed at night"
+    texts[6] = "my"  # "my" ends this record ...
+    texts[7] = "son visited"  # ... and does not make the next one about a son
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    assert subject_sex(index)[:8].tolist() == [1, 2, 1, 0, 0, 0, 0, 0]
+    assert sex_conflicts(index, 0, np.array([1, 2, 3, 4, 5])).tolist() == [1, 0, 0, 0, 0]

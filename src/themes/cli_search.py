@@ -35,6 +35,15 @@ SeverityOpt = Annotated[
     list[str] | None,
     typer.Option("--severity", metavar="SEVERITY", help="Severity / harm (repeatable)."),
 ]
+HarmOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--harm",
+        metavar="LEVEL",
+        help="Harm level (LFPSE: none|low|moderate|severe|fatal; from the severity field, or "
+        "estimated from the text where it is blank; repeatable).",
+    ),
+]
 StatusOpt = Annotated[
     list[str] | None, typer.Option("--status", metavar="STATUS", help="Status (repeatable).")
 ]
@@ -94,6 +103,7 @@ def register(app: typer.Typer) -> None:
         location: LocationOpt = None,
         specialty: SpecialtyOpt = None,
         severity: SeverityOpt = None,
+        harm: HarmOpt = None,
         status: StatusOpt = None,
         k: KOpt = 10,
         offset: OffsetOpt = 0,
@@ -110,6 +120,7 @@ def register(app: typer.Typer) -> None:
             filters = make_filters(
                 kind=kind, since=since, until=until, theme=theme, site=site,
                 location=location, specialty=specialty, severity=severity, status=status,
+                harm=harm,
             )  # fmt: skip
             with Searcher(_settings()) as searcher:
                 return searcher.search(text, filters=filters, k=k, offset=offset, method=method)
@@ -130,6 +141,7 @@ def register(app: typer.Typer) -> None:
         location: LocationOpt = None,
         specialty: SpecialtyOpt = None,
         severity: SeverityOpt = None,
+        harm: HarmOpt = None,
         status: StatusOpt = None,
         k: KOpt = 10,
         offset: OffsetOpt = 0,
@@ -146,6 +158,7 @@ def register(app: typer.Typer) -> None:
             filters = make_filters(
                 kind=kind, since=since, until=until, theme=theme, site=site,
                 location=location, specialty=specialty, severity=severity, status=status,
+                harm=harm,
             )  # fmt: skip
             with Searcher(_settings()) as searcher:
                 return searcher.similar(

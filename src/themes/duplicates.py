@@ -2,17 +2,21 @@
 claim about an event also reported as an incident).
 
 Two records are a pair when their event dates are at most `search.duplicate_max_days`
-apart, they agree on `search.duplicate_match_fields` (site, location and specialty by
-default; an empty field does not count against them), and their duplicate score is at
+apart, they agree on `search.duplicate_match_fields` (site, location, specialty, severity
+and harm level by default; an empty field does not count against them; the harm level is
+the factors step's, so where one report leaves severity blank its text can still say "no
+harm" against the other's "moderate harm"), and their duplicate score is at
 least `search.duplicate_threshold`. The score mixes the embeddings' cosine (same kind of
 event, any wording) with an IDF-weighted overlap of their words (the same specific facts:
 which drug, which device, which finding), weighted by `search.duplicate_lexical_weight`;
 the weight and the threshold are calibrated on the demo's planted duplicates
 (benchmarks/bench_search.py). Two reports of one event are about one patient: when one
-refers to its subject only as "he" and the other only as "she", the pair's score drops by
-`search.duplicate_sex_conflict_penalty` (de-identification keeps pronouns; a record using
-both, or neither, is not judged). Pairs are kept in the `near_duplicates` table and found
-again only for new and changed records; groups are the connected components of the pairs.
+refers to its subject only as "he" (or "my husband", "my father", ...) and the other only
+as "she" ("my wife", "my mum", ...), the pair's score drops by
+`search.duplicate_sex_conflict_penalty` (de-identification keeps pronouns and relations; a
+record using both, or neither, is not judged). Pairs are kept in the `near_duplicates`
+table and found again only for new and changed records (and records whose filter fields
+changed); groups are the connected components of the pairs.
 """
 
 from __future__ import annotations
@@ -144,10 +148,17 @@ def word_overlap(
 
 MALE_WORDS = ("he", "him", "his", "himself")
 FEMALE_WORDS = ("she", "her", "hers", "herself")
+MALE_RELATIVES = ("husband", "father", "dad", "son", "brother", "grandfather", "grandad",
+                  "grandson", "uncle", "nephew")  # fmt: skip
+FEMALE_RELATIVES = ("wife", "mother", "mum", "daughter", "sister", "grandmother", "gran",
+                    "nan", "nana", "nanna", "granddaughter", "aunt", "niece")  # fmt: skip
+"""Who a complainant writes about: "my husband", "my mum" (right after "my" only: "a
+daughter had to translate" names a relative, not the patient)."""
 
 
 def subject_sex(index: SearchIndex) -> np.ndarray:
-    """Per record: 1 when its text uses only male pronouns, 2 only female, 0 both or none.
+    """Per record: 1 when its text refers to its subject only as male (pronouns, or "my"
+    and a male relative: "my husband"), 2 only as female, 0 both or neither.
 
     Cached on the index until it changes.
     """
@@ -158,14 +169,26 @@ def _subject_sex(index: SearchIndex) -> np.ndarray:
     vocab = index.tokenizer_.get_vocab_dict()
     out = np.zeros(index.size, dtype=np.int8)
     if index.size and len(index.tok_ids_):
-        starts = index.tok_indptr_[:-1]
+        tokens = index.tok_ids_
+        indptr = np.asarray(index.tok_indptr_, dtype=np.int64)
+        starts = indptr[:-1]
+        # "my" right before a token of the same record (not the last token of the previous)
+        after_my = np.zeros(len(tokens), dtype=bool)
+        if "my" in vocab:
+            after_my[1:] = tokens[:-1] == vocab["my"]
+            after_my[starts[starts < len(tokens)]] = False
+        # per record from the CSR layout; reduceat over the non-empty records only (an
+        # empty record has no segment of its own and says neither)
+        filled = starts < indptr[1:]
         has = []
-        for words in (MALE_WORDS, FEMALE_WORDS):
-            ids = np.array([vocab[w] for w in words if w in vocab], dtype=np.int64)
-            hit = np.isin(index.tok_ids_, ids).astype(np.int64)
-            # per-record counts from the CSR layout (empty records count 0)
-            csum = np.concatenate([[0], np.cumsum(hit)])
-            has.append((csum[index.tok_indptr_[1:]] - csum[starts]) > 0)
+        for words, relatives in ((MALE_WORDS, MALE_RELATIVES), (FEMALE_WORDS, FEMALE_RELATIVES)):
+            ids = np.array([vocab[w] for w in words if w in vocab], dtype=tokens.dtype)
+            rel = np.array([vocab[w] for w in relatives if w in vocab], dtype=tokens.dtype)
+            hit = np.isin(tokens, ids)
+            hit |= after_my & np.isin(tokens, rel)
+            says = np.zeros(index.size, dtype=bool)
+            says[filled] = np.logical_or.reduceat(hit, starts[filled])
+            has.append(says)
         male, female = has
         out[male & ~female] = 1
         out[female & ~male] = 2

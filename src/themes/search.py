@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from themes.errors import ConfigError, NotFoundError, ThemesError
 from themes.phrases import rerank_order
 from themes.records import check_kind
-from themes.search_index import Filters, IndexCorruptError, SearchIndex
+from themes.search_index import META_COLUMNS, Filters, IndexCorruptError, SearchIndex
 from themes.settings import SearchSettings, Settings
 from themes.store import (
     Store,
@@ -237,12 +237,27 @@ def index_path(settings: Settings) -> Path:
 
 
 def current_records(store: Store) -> pd.DataFrame:
-    """Every record with up-to-date clean text: id, clean hash, filter fields, theme."""
+    """Every record with up-to-date clean text: id, clean hash, filter fields, theme.
+
+    `harm` is the factors step's LFPSE level for the record's current clean text (None
+    when the step has not judged it yet)."""
+    from themes.factors import case_impacts
+    from themes.factors import ensure_tables as ensure_factor_tables
+
+    ensure_factor_tables(store)
     active = store.active_model()
     model_id = active["model_id"] if active else None
     a = assignments
     j = raw_records.join(clean_texts, clean_texts.c.record_id == raw_records.c.record_id)
     j = j.outerjoin(a, sa.and_(a.c.record_id == raw_records.c.record_id, a.c.model_id == model_id))
+    # the harm level only while it was judged on the record's current clean text
+    j = j.outerjoin(
+        case_impacts,
+        sa.and_(
+            case_impacts.c.record_id == raw_records.c.record_id,
+            case_impacts.c.clean_hash == clean_texts.c.clean_hash,
+        ),
+    )
     q = (
         sa.select(
             raw_records.c.record_id,
@@ -254,6 +269,7 @@ def current_records(store: Store) -> pd.DataFrame:
             raw_records.c.specialty,
             raw_records.c.severity,
             raw_records.c.status,
+            case_impacts.c.harm_level,
             a.c.theme_id,
         )
         .select_from(j)
@@ -263,7 +279,7 @@ def current_records(store: Store) -> pd.DataFrame:
     with store.connect() as conn:
         rows = conn.execute(q).all()
     cols = ["record_id", "clean_hash", "kind", "event_date", "site", "location", "specialty"]
-    cols += ["severity", "status", "theme_id"]
+    cols += ["severity", "status", "harm", "theme_id"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -525,10 +541,15 @@ class IndexUpdate:
     mode: str
     changed_ids: list[str]
     not_embedded: int
+    meta_changed_ids: list[str] = field(default_factory=list)
+    """Records whose text is unchanged but whose filter fields or event date changed (a
+    corrected severity, a harm level judged since): their near-duplicate pairs are
+    re-checked too."""
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["changed_ids"] = len(self.changed_ids)
+        d["meta_changed_ids"] = len(self.meta_changed_ids)
         return d
 
 
@@ -608,8 +629,10 @@ def update_index(store: Store, settings: Settings) -> tuple[SearchIndex, IndexUp
             model_id=settings.embed.model_id,
         )
         removed = 0
+        meta_changed: list[str] = []
     else:
         removed = len(indexed) - len(keep)
+        meta_changed = _meta_changed(index, meta, keep)
         index.update(
             keep, todo, [hashes[r] for r in todo], [texts[r] for r in todo], new_vectors, meta
         )
@@ -623,6 +646,7 @@ def update_index(store: Store, settings: Settings) -> tuple[SearchIndex, IndexUp
         mode=index.mode,
         changed_ids=todo,
         not_embedded=len(missing),
+        meta_changed_ids=meta_changed,
     )
     log.info(
         "search index: %d records (%s), %d added or changed, %d removed",
@@ -634,6 +658,24 @@ def update_index(store: Store, settings: Settings) -> tuple[SearchIndex, IndexUp
     return index, info
 
 
+def _meta_changed(index: SearchIndex, meta: pd.DataFrame, keep: Sequence[str]) -> list[str]:
+    """Of the records `keep` (indexed, text unchanged), those whose filter fields or event
+    date in `meta` differ from the index's."""
+    if not len(keep):
+        return []
+    m = meta.drop_duplicates("record_id").set_index("record_id").loc[list(keep)]
+    where = {r: i for i, r in enumerate(index.ids_.tolist())}
+    pos = np.array([where[r] for r in keep], dtype=np.int64)
+    differs = np.zeros(len(keep), dtype=bool)
+    for col in META_COLUMNS:
+        new = m[col].fillna("").astype(str).str.strip().str.lower().to_numpy(dtype=object)
+        old = index.meta_[col].to_numpy(dtype=object)[pos]
+        differs |= new != old
+    days = pd.to_datetime(m["event_date"]).to_numpy(dtype="datetime64[D]")
+    differs |= (days - np.datetime64("1970-01-01", "D")).astype(np.int32) != index.days_[pos]
+    return [r for r, d in zip(keep, differs.tolist(), strict=True) if d]
+
+
 def refresh(settings: Settings) -> dict[str, Any]:
     """The nightly step: update the search index, then the near-duplicate pairs."""
     from themes.duplicates import update_duplicates
@@ -641,7 +683,9 @@ def refresh(settings: Settings) -> dict[str, Any]:
 
     store = open_store(settings)
     index, info = update_index(store, settings)
-    dups = update_duplicates(store, index, settings.search, changed_ids=info.changed_ids)
+    dups = update_duplicates(
+        store, index, settings.search, changed_ids=[*info.changed_ids, *info.meta_changed_ids]
+    )
     return {**info.as_dict(), "duplicates": dups}
 
 
@@ -883,6 +927,7 @@ def make_filters(
     specialty: Sequence[str] | str | None = None,
     severity: Sequence[str] | str | None = None,
     status: Sequence[str] | str | None = None,
+    harm: Sequence[str] | str | None = None,
     theme: Sequence[int] | int | None = None,
 ) -> Filters:
     """Filters from loose arguments: a single value or a list; dates as YYYY-MM-DD too.
@@ -915,6 +960,7 @@ def make_filters(
             specialty=many(specialty),
             severity=many(severity),
             status=many(status),
+            harm=many(harm),
             theme=many(theme),
             since=day(since, "since"),
             until=day(until, "until"),

@@ -36,8 +36,9 @@ from themes.records import IDENTIFIER_TYPES
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-"""2: adds the word-pair table (phrase_codes.npy, phrase_df.npy; themes.phrases)."""
+FORMAT_VERSION = 3
+"""2: adds the word-pair table (phrase_codes.npy, phrase_df.npy; themes.phrases).
+3: adds the harm level (`harm`) to the filter fields."""
 META_COLUMNS: tuple[str, ...] = (
     "kind",
     "site",
@@ -45,8 +46,11 @@ META_COLUMNS: tuple[str, ...] = (
     "specialty",
     "severity",
     "status",
+    "harm",
 )
-"""Text fields a search can be filtered on (besides date and theme)."""
+"""Text fields a search can be filtered on (besides date and theme). `harm` is the LFPSE
+level id the factors step gives each record (`case_impacts.harm_level`: from the severity
+field, or estimated from the text where it is blank; "" before the step has run)."""
 EPOCH = np.datetime64("1970-01-01", "D")
 OVERFETCH = 1.2
 """A filtered ANN search first asks for this many times (wanted / share of records kept)."""
@@ -71,6 +75,7 @@ class Filters:
     specialty: Sequence[str] | None = None
     severity: Sequence[str] | None = None
     status: Sequence[str] | None = None
+    harm: Sequence[str] | None = None
     theme: Sequence[int] | None = None
     since: date | None = None
     until: date | None = None

@@ -247,26 +247,29 @@ class SearchSettings(_Section):
     model as loaded. If the ONNX copy cannot be built, queries use torch, with a warning."""
     duplicate_threshold: float = 0.22
     """Duplicate score from which two records are near-duplicates (calibrated on demo data)."""
-    duplicate_lexical_weight: float = Field(default=0.8, ge=0.0, le=1.0)
+    duplicate_lexical_weight: float = Field(default=1.0, ge=0.0, le=1.0)
     """Share of the duplicate score given to the IDF-weighted word overlap (the rest is the
     embeddings' cosine); calibrated with the threshold on demo data."""
-    duplicate_context: int = Field(default=10, ge=0)
+    duplicate_context: int = Field(default=0, ge=0)
     """Nearest neighbours whose shared words are discounted in the word overlap (0: none):
     words that every report of that kind of event uses do not make two reports one event."""
     duplicate_sex_conflict_penalty: float = Field(default=1.0, ge=0.0)
     """Subtracted from the duplicate score when one record refers to its subject only as
-    "he" and the other only as "she" (one event has one patient); 0 turns the check off.
+    male ("he", "my husband") and the other only as female ("she", "my mum"): one event
+    has one patient; 0 turns the check off.
     At 1.0 (the default) such a pair never reaches the threshold."""
     duplicate_max_days: int = Field(default=1, ge=0)
     """Near-duplicates' event dates are at most this many days apart: the same day or the
     next by default, calibrated with the score on demo data, whose second reports of an
     event are dated within a day of the first. Widen it where reports of one event can be
-    dated further apart (at 2 days the benchmark's precision falls to 0.86-0.91)."""
+    dated further apart (benchmarks/bench_search.py reports the 1- and 2-day windows)."""
     duplicate_match_fields: list[str] = Field(
-        default_factory=lambda: ["site", "location", "specialty", "severity"]
+        default_factory=lambda: ["site", "location", "specialty", "severity", "harm"]
     )
-    """Fields two reports of one event must share (an empty field does not block). Drop
-    `severity` where a trust's complaint or claim gradings differ from its incident ones."""
+    """Fields two reports of one event must share (an empty field does not block). `harm`
+    is the factors step's LFPSE level: the severity field mapped, or, where it is blank,
+    the level the text states or implies. Drop `severity` and `harm` where a trust's
+    complaint or claim gradings differ from its incident ones."""
 
 
 class LinkSettings(_Section):
