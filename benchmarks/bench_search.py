@@ -912,7 +912,8 @@ def bench_bm25_params(settings, n_queries: int, demo_records: int) -> dict[str, 
 
 
 def demo_store(seed: int, n: int, root: Path, settings):  # noqa: ANN001, ANN201
-    """Demo exports through the product's steps: ingest, clean/de-identify, embed, index.
+    """Demo exports through the product's steps: ingest, clean/de-identify, embed, factors
+    and harm, index.
 
     The index and the planted pairs are cached in var/bench_cache, keyed by the seed, the
     size, the generator and de-identification code and their settings, so a rerun that
@@ -922,12 +923,16 @@ def demo_store(seed: int, n: int, root: Path, settings):  # noqa: ANN001, ANN201
     from themes.clean import TextCleaner
     from themes.deidentify import Deidentifier
     from themes.demo import generate_demo
+    from themes.factors import config_hash, update_factors
     from themes.search import update_index
 
     src = ROOT / "src" / "themes"
-    code = "".join((src / f).read_text() for f in ("demo.py", "deidentify.py", "clean.py"))
+    code = "".join(
+        (src / f).read_text() for f in ("demo.py", "deidentify.py", "clean.py", "harm.py")
+    )
+    sections = settings.section_hash("clean", "deidentify", "embed")
     key = hashlib.sha256(
-        f"{seed}:{n}:{settings.section_hash('clean', 'deidentify', 'embed')}:{code}".encode()
+        f"{seed}:{n}:{sections}:{config_hash(settings.factors)}:{code}".encode()
     ).hexdigest()[:16]
     cached = CACHE / f"dups_{seed}_{key}"
     if (cached / "truth.json").is_file():
@@ -947,7 +952,9 @@ def demo_store(seed: int, n: int, root: Path, settings):  # noqa: ANN001, ANN201
     for kind, path in manifest.files.items():
         steps.ingest_file(store, path, steps.resolve_source(s.ingest, kind=kind, source=None))
     steps.clean_pending(store, TextCleaner(s.clean), Deidentifier(s.deidentify))
-    steps.embed_all(store, SentenceTransformerEmbedder(s.embed))
+    embedder = SentenceTransformerEmbedder(s.embed)
+    steps.embed_all(store, embedder)
+    update_factors(store, s, embedder=embedder)  # harm levels, as the nightly flow does
     index, _ = update_index(store, s)
     with manifest.labels_path.open(encoding="utf-8") as f:
         truth = {
@@ -978,10 +985,16 @@ DUP_WINDOWS = (0, 1, 2, 3)
 """Event-date windows (days) calibrated with the score; pairs are blocked at the widest."""
 
 
-def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tuple]:  # noqa: ANN001
+def pair_features(
+    index: SearchIndex,
+    settings,  # noqa: ANN001
+    blocked: bool,
+    match_fields: list[str] | None = None,
+) -> dict[tuple, tuple]:
     """(cosine, word overlap for each of DUP_CONTEXTS, patient-sex conflict, day gap) of
-    every candidate pair: blocked as the product blocks (at the widest of DUP_WINDOWS), or
-    every pair with cosine >= 0.5 when not blocked (day gap 0: no date window)."""
+    every candidate pair: blocked as the product blocks (at the widest of DUP_WINDOWS, on
+    `match_fields`, by default the configured ones), or every pair with cosine >= 0.5 when
+    not blocked (day gap 0: no date window)."""
     from themes.duplicates import find_pairs, pair_overlap, sex_conflicts
 
     if blocked:
@@ -990,7 +1003,9 @@ def pair_features(index: SearchIndex, settings, blocked: bool) -> dict[tuple, tu
             np.arange(index.size),
             threshold=-1.0,
             max_days=max(DUP_WINDOWS),
-            match_fields=settings.search.duplicate_match_fields,
+            match_fields=settings.search.duplicate_match_fields
+            if match_fields is None
+            else match_fields,
         )
     else:
         v = np.asarray(index.vectors_, dtype=np.float32)
@@ -1054,6 +1069,10 @@ def pooled(per_seed: dict[int, dict[tuple, Any]], seeds: list[int]) -> dict[tupl
     return {(seed, *pair): v for seed in seeds for pair, v in per_seed[seed].items()}
 
 
+NO_HARM = "blocked without harm"
+"""Key of the candidate pairs blocked on the configured match fields less `harm`."""
+
+
 def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) -> dict[str, Any]:  # noqa: ANN001
     out: dict[str, Any] = {"records_per_seed": n, "calibration_seeds": cal_seeds,
                            "evaluation_seeds": eval_seeds,
@@ -1064,21 +1083,30 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
             t0 = time.perf_counter()
             data[seed] = demo_store(seed, n, Path(tmp) / str(seed), settings)
             print(f"demo seed {seed}: {time.perf_counter() - t0:.0f} s")
-    feats = {
+    feats: dict[Any, dict[int, dict[tuple, tuple]]] = {
         blocked: {seed: pair_features(ix, settings, blocked) for seed, (ix, _) in data.items()}
         for blocked in (True, False)
     }
+    # the ablation of the harm-level match: blocked on the other configured fields only
+    fields = settings.search.duplicate_match_fields
+    if "harm" in fields:
+        others = [f for f in fields if f != "harm"]
+        feats[NO_HARM] = {
+            seed: pair_features(ix, settings, True, others) for seed, (ix, _) in data.items()
+        }
     # calibration pools the planted pairs of every calibration seed (about 20 per seed)
     truth_cal = {(seed, *pair) for seed in cal_seeds for pair in data[seed][1]}
-    cal = {blocked: pooled(feats[blocked], cal_seeds) for blocked in (True, False)}
+    cal = {blocked: pooled(feats[blocked], cal_seeds) for blocked in feats}
     # the product: neighbour context, weight and threshold chosen together on calibration,
     # with the configured patient-sex conflict penalty (and, for the ablation, without it)
     penalty = settings.search.duplicate_sex_conflict_penalty
     grid = [round(w, 2) for w in np.arange(0.0, 1.01, 0.1)]
 
-    def best_fit(pen: float, windows: tuple[int, ...]) -> tuple[int, int, float, dict]:
+    def best_fit(
+        pen: float, windows: tuple[int, ...], blocking: Any = True
+    ) -> tuple[int, int, float, dict]:
         fits = {
-            (d, k, w): calibrate(scored(cal[True], w, k, pen, d), truth_cal)
+            (d, k, w): calibrate(scored(cal[blocking], w, k, pen, d), truth_cal)
             for d in windows
             for k in DUP_CONTEXTS
             for w in grid
@@ -1095,10 +1123,15 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
         for (d, k, w), (t, f) in fits.items()
     }
     no_ctx_w = max(grid, key=lambda w: (plain_fits[(best_d, 0, w)][1], -abs(w - 0.5)))
+    nh_k, nh_w = best_k, best_w
+    if NO_HARM in feats:
+        _, nh_k, nh_w, _ = best_fit(penalty, (best_d,), NO_HARM)
     methods = {
         "product (date+place blocking, cosine + word overlap, sex check)": (
             True, best_w, best_k, penalty, best_d),
         "product with a 2-day date window": (True, two_w, two_k, penalty, 2),
+        **({"product without the harm-level match": (NO_HARM, nh_w, nh_k, penalty, best_d)}
+           if NO_HARM in feats else {}),
         "product without the sex check": (True, plain_w, plain_k, 0.0, best_d),
         "blocking, cosine + word overlap without context": (True, no_ctx_w, 0, 0.0, best_d),
         "blocking, cosine only": (True, 0.0, 0, 0.0, best_d),
@@ -1526,8 +1559,8 @@ def main() -> None:
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
     ap.add_argument("--dup-records", type=int, default=2000)
-    ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=[101, 104])
-    ap.add_argument("--dup-eval-seeds", type=int, nargs="+", default=[102, 103, 105])
+    ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
+    ap.add_argument("--dup-eval-seeds", type=int, nargs="+", default=[106, 107, 108, 109, 110])
     ap.add_argument("--markdown-only", action="store_true", help="Re-render the saved results.")
     args = ap.parse_args()
     if args.markdown_only:
