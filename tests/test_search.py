@@ -15,7 +15,15 @@ import sqlalchemy as sa
 from leaks import whole_word_leaks
 from themes.errors import NotFoundError, ThemesError
 from themes.records import text_hash
-from themes.search import fuse, make_filters, retrieve, search, snippet, update_index
+from themes.search import (
+    fuse,
+    make_filters,
+    record_details,
+    retrieve,
+    search,
+    snippet,
+    update_index,
+)
 from themes.search_index import META_COLUMNS, Filters, SearchIndex
 from themes.settings import SearchSettings
 from themes.store import clean_texts, raw_records, utcnow
@@ -820,6 +828,9 @@ def test_the_harm_level_of_the_current_text_is_a_filter_and_a_changed_field_is_r
     from themes.factors import case_impacts, ensure_tables
 
     _fill_store(store, 40)
+    # a store the factors step has never touched: a reader shows no harm level
+    case_impacts.drop(store.engine, checkfirst=True)
+    assert record_details(store, ["INC000003"])["INC000003"]["harm"] is None
     index, info = update_index(store, settings)
     assert info.meta_changed_ids == [] and set(index.meta_["harm"].tolist()) == {""}
     ensure_tables(store)
@@ -859,6 +870,10 @@ def test_the_harm_level_of_the_current_text_is_a_filter_and_a_changed_field_is_r
     hits = np.flatnonzero(index.mask(make_filters(harm="Moderate")))
     assert index.ids_[hits].tolist() == ["INC000003"]
     assert update_index(store, settings)[1].meta_changed_ids == []
+    # results show the level judged on the current text only
+    details = record_details(store, ["INC000003", "INC000004", "INC000005"])
+    harms = [details[r]["harm"] for r in ("INC000003", "INC000004", "INC000005")]
+    assert harms == ["moderate", None, None]
 
 
 def test_a_complainants_relative_says_who_the_patient_is() -> None:

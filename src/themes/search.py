@@ -868,7 +868,12 @@ class Searcher:
 
 
 def record_details(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """De-identified text, filter fields and current theme of the given records."""
+    """De-identified text, filter fields, harm level and current theme of the given records.
+
+    `harm` is the factors step's LFPSE level for the record's current clean text (None
+    where the step has not judged it, or has never run on this store)."""
+    from themes.factors import case_impacts
+
     if not ids:
         return {}
     active = store.active_model()
@@ -880,6 +885,18 @@ def record_details(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]
         themes_table,
         sa.and_(themes_table.c.model_id == model_id, themes_table.c.theme_id == a.c.theme_id),
     )
+    # a reader creates no tables: without the factors step's table there is no harm level
+    with_harm = sa.inspect(store.engine).has_table(case_impacts.name)
+    harm: Any = sa.null()
+    if with_harm:
+        j = j.outerjoin(
+            case_impacts,
+            sa.and_(
+                case_impacts.c.record_id == raw_records.c.record_id,
+                case_impacts.c.clean_hash == clean_texts.c.clean_hash,
+            ),
+        )
+        harm = case_impacts.c.harm_level
     q = (
         sa.select(
             raw_records.c.record_id,
@@ -893,6 +910,7 @@ def record_details(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]
             a.c.theme_id,
             themes_table.c.label,
             clean_texts.c.clean_text,
+            harm,
         )
         .select_from(j)
         .where(raw_records.c.record_id.in_(list(ids)))
@@ -908,6 +926,7 @@ def record_details(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]
             "location": r[4],
             "specialty": r[5],
             "severity": r[6],
+            "harm": r[11],
             "status": r[7],
             "theme_id": r[8],
             "theme_label": r[9],
