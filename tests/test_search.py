@@ -874,6 +874,21 @@ def test_the_harm_level_of_the_current_text_is_a_filter_and_a_changed_field_is_r
     details = record_details(store, ["INC000003", "INC000004", "INC000005"])
     harms = [details[r]["harm"] for r in ("INC000003", "INC000004", "INC000005")]
     assert harms == ["moderate", None, None]
+    # a level is named by its id, its label or a severity value the scheme maps
+    from themes.search import Searcher
+
+    with Searcher(settings, store=store) as searcher:
+        for said in ("moderate", "Moderate harm", "MODERATE"):
+            found = searcher.similar("INC000010", filters=make_filters(harm=said), method="bm25")
+            assert [(r["record_id"], r["harm"]) for r in found["results"]] == [
+                ("INC000003", "moderate")
+            ]
+            assert found["filters"]["harm"] == ["moderate"]
+        # the NRLS grading "catastrophic" is mapped (to fatal); a typo is refused
+        fatal = searcher.search("fell", filters=make_filters(harm="Catastrophic"), method="bm25")
+        assert fatal["filters"]["harm"] == ["fatal"] and fatal["results"] == []
+        with pytest.raises(ThemesError, match="--harm 'moderat' is not a harm level"):
+            searcher.search("fell", filters=make_filters(harm="moderat"), method="bm25")
 
 
 def test_a_complainants_relative_says_who_the_patient_is() -> None:

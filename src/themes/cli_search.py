@@ -40,8 +40,9 @@ HarmOpt = Annotated[
     typer.Option(
         "--harm",
         metavar="LEVEL",
-        help="Harm level (LFPSE: none|low|moderate|severe|fatal; from the severity field, or "
-        "estimated from the text where it is blank; repeatable).",
+        help="Harm level: none|low|moderate|severe|fatal (LFPSE), or a label or severity "
+        "value the harm mapping names ('Moderate harm', 'catastrophic'). Judged from the "
+        "severity field, or from the text where it is blank (repeatable).",
     ),
 ]
 StatusOpt = Annotated[

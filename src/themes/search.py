@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -756,7 +756,7 @@ class Searcher:
         """Records like a free-text description, best first (see docs/cli.md for the shape)."""
         if not text.strip():
             raise ThemesError("The search text is empty; describe the event to look for.")
-        self._check(filters)
+        filters = self._check(filters)
         tokens, hits = text_query(
             self.index,
             text,
@@ -779,7 +779,7 @@ class Searcher:
         method: str = "hybrid",
     ) -> dict[str, Any]:
         """Records like an indexed record ("more like this"), the record itself left out."""
-        self._check(filters)
+        filters = self._check(filters)
         pos = self.index.position(record_id)
         if pos is None:
             raise NotFoundError(
@@ -803,16 +803,42 @@ class Searcher:
         terms = self._vocab_terms(tokens)
         return self._response({"record_id": record_id}, hits, terms, filters, k, offset, method)
 
-    def _check(self, filters: Filters | None) -> None:
-        """Refuse filters no record can match by mistake (see `check_filters`), and theme
-        ids that are not themes of the active model."""
+    def _check(self, filters: Filters | None) -> Filters | None:
+        """Refuse filters no record can match by mistake (see `check_filters`), theme ids
+        that are not themes of the active model and harm levels the harm scheme lacks;
+        return the filters with each harm value as its level id."""
         from themes.queries import check_theme_ids
 
         if filters is None:
-            return
+            return None
         check_filters(filters)
         if filters.theme is not None:
             check_theme_ids(self.store, filters.theme)
+        if filters.harm is not None:
+            filters = replace(filters, harm=[self._harm_level(v) for v in filters.harm])
+        return filters
+
+    def _harm_level(self, value: str) -> str:
+        """The harm level id `value` names: the id ("moderate"), its label ("Moderate
+        harm") or a severity value the scheme maps ("minor"), in any case."""
+        from themes.harm import load_harm_scheme
+
+        path = self.settings.factors.harm_file
+        scheme = getattr(self, "_harm_scheme", None)
+        if scheme is None:
+            scheme = self._harm_scheme = load_harm_scheme(path)
+        said = " ".join(str(value).split()).lower()
+        names = {
+            **scheme.structured,
+            **{label.lower(): level for level, label in scheme.labels.items()},
+            **{level: level for level in scheme.levels},
+        }
+        if said not in names:
+            raise ThemesError(
+                f"--harm '{value}' is not a harm level; use one of "
+                f"{', '.join(scheme.levels)} (or a label or severity value from {path})."
+            )
+        return names[said]
 
     def _vocab_terms(self, tokens: Sequence[int]) -> set[str]:
         inverse = getattr(self, "_inverse", None)
