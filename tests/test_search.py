@@ -891,6 +891,58 @@ def test_the_harm_level_of_the_current_text_is_a_filter_and_a_changed_field_is_r
             searcher.search("fell", filters=make_filters(harm="moderat"), method="bm25")
 
 
+def test_a_pair_is_dropped_and_restored_as_a_judged_harm_level_changes(settings, store) -> None:  # noqa: ANN001
+    from themes.duplicates import near_duplicates
+    from themes.factors import case_impacts, ensure_tables
+    from themes.search import refresh
+
+    _fill_store(store, 40)
+    # INC000004 reports INC000001's event again: same site (both SITES[1]), day and text
+    with store.begin() as conn:
+        one = conn.execute(
+            sa.select(clean_texts.c.clean_text, clean_texts.c.clean_hash).where(
+                clean_texts.c.record_id == "INC000001"
+            )
+        ).one()
+        conn.execute(
+            clean_texts.update()
+            .where(clean_texts.c.record_id == "INC000004")
+            .values(clean_text=one[0], clean_hash=one[1])
+        )
+        conn.execute(
+            raw_records.update()
+            .where(raw_records.c.record_id == "INC000004")
+            .values(event_date=date(2025, 1, 2))
+        )
+
+    def pairs() -> list[tuple[str, str]]:
+        with store.connect() as conn:
+            q = sa.select(near_duplicates.c.record_a, near_duplicates.c.record_b)
+            return sorted(tuple(r) for r in conn.execute(q))
+
+    def judge(levels: dict[str, str]) -> None:
+        ensure_tables(store)
+        with store.begin() as conn:
+            conn.execute(case_impacts.delete())
+            conn.execute(
+                case_impacts.insert(),
+                [{"record_id": rid, "clean_hash": one[1], "config_hash": "c",
+                  "harm_level": level, "harm_source": "estimated", "harm_confidence": 1.0,
+                  "harm_evidence": "", "structured_value": None, "outcomes": "[]",
+                  "n_factors": 0, "tagged_at": utcnow()} for rid, level in levels.items()],
+            )  # fmt: skip
+
+    assert refresh(settings)["duplicates"]["pairs_total"] == 1
+    assert pairs() == [("INC000001", "INC000004")]
+    judge({"INC000001": "none", "INC000004": "moderate"})  # the text says otherwise
+    summary = refresh(settings)
+    assert (summary["added"], summary["meta_changed_ids"]) == (0, 2)
+    assert pairs() == []
+    judge({"INC000001": "none", "INC000004": "none"})
+    assert refresh(settings)["meta_changed_ids"] == 1
+    assert pairs() == [("INC000001", "INC000004")]
+
+
 def test_a_complainants_relative_says_who_the_patient_is() -> None:
     from themes.duplicates import sex_conflicts, subject_sex
 
