@@ -54,7 +54,7 @@ from themes.search import (  # noqa: E402
     rerank,
     similar_terms,
 )
-from themes.search_index import SearchIndex  # noqa: E402
+from themes.search_index import META_COLUMNS, SearchIndex  # noqa: E402
 from themes.settings import load_settings  # noqa: E402
 
 CACHE = ROOT / "var" / "bench_cache"
@@ -84,7 +84,7 @@ def dummy_meta(ids: list[str]) -> pd.DataFrame:
             "record_id": ids,
             "event_date": pd.Timestamp("2020-01-01"),
             "theme_id": -1,
-            **{c: "" for c in ("kind", "site", "location", "specialty", "severity", "status")},
+            **{c: "" for c in META_COLUMNS},
         }
     )
 
