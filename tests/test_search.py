@@ -719,7 +719,19 @@ def test_search_commands_print_the_documented_json(demo_run) -> None:  # noqa: A
     assert {r["kind"] for r in data["results"]} == {"incident"}
     first = data["results"][0]
     assert data["schema_version"] and data["filters"]["kind"] == ["incident"]
-    assert {"record_id", "kind", "event_date", "theme_label", "score", "snippet"} <= set(first)
+    assert {"record_id", "kind", "event_date", "harm", "theme_label", "score", "snippet"} <= set(
+        first
+    )
+    # the harm level the factors step judged, named as the export grades it
+    harmed = runner.invoke(
+        app, ["search", "patient fell out of bed", "--harm", "Moderate harm", "-k", "5", "--json"]
+    )
+    assert harmed.exit_code == 0, harmed.output
+    moderate = json.loads(harmed.stdout)
+    assert moderate["filters"]["harm"] == ["moderate"] and moderate["results"]
+    assert {r["harm"] for r in moderate["results"]} == {"moderate"}
+    table = runner.invoke(app, ["search", "patient fell out of bed", "--harm", "moderate"])
+    assert table.exit_code == 0 and "harm" in table.stdout and "moderate" in table.stdout
     like = runner.invoke(app, ["similar", first["record_id"], "-k", "2", "--json"])
     assert like.exit_code == 0, like.output
     others = [r["record_id"] for r in json.loads(like.stdout)["results"]]

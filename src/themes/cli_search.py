@@ -65,7 +65,7 @@ def _print_results(data: dict[str, Any]) -> None:
     if not data["results"]:
         console.print("No matching records.")
         return
-    table = Table("#", "id", "kind", "date", "theme", "score", "snippet", show_lines=True)
+    table = Table("#", "id", "kind", "date", "harm", "theme", "score", "snippet", show_lines=True)
     for r in data["results"]:
         text, marked, last = r["snippet"], [], 0
         for start, end in r["highlights"]:
@@ -79,6 +79,7 @@ def _print_results(data: dict[str, Any]) -> None:
             r["record_id"],
             r["kind"],
             r["event_date"],
+            r.get("harm") or "-",
             theme,
             f"{r['score']:.4f}",
             Text.from_markup("".join(marked)),
@@ -195,7 +196,8 @@ def register(app: typer.Typer) -> None:
             for r in g["records"]:
                 console.print(
                     f"[bold]{escape(r['record_id'])}[/] {r['kind']} {r['event_date']} "
-                    f"{escape(r['site'] or '')} · {escape(r['snippet'])}",
+                    f"{escape(r['site'] or '')} · harm {r.get('harm') or '-'} · "
+                    f"{escape(r['snippet'])}",
                     markup=True,
                     highlight=False,
                 )
