@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from themes.errors import ConfigError, NotFoundError, ThemesError
 from themes.phrases import rerank_order
 from themes.records import check_kind
-from themes.search_index import META_COLUMNS, Filters, IndexCorruptError, SearchIndex
+from themes.search_index import Filters, IndexCorruptError, SearchIndex
 from themes.settings import SearchSettings, Settings
 from themes.store import (
     Store,
@@ -632,7 +632,7 @@ def update_index(store: Store, settings: Settings) -> tuple[SearchIndex, IndexUp
         meta_changed: list[str] = []
     else:
         removed = len(indexed) - len(keep)
-        meta_changed = _meta_changed(index, meta, keep)
+        meta_changed = index.meta_changed(meta, keep)
         index.update(
             keep, todo, [hashes[r] for r in todo], [texts[r] for r in todo], new_vectors, meta
         )
@@ -656,24 +656,6 @@ def update_index(store: Store, settings: Settings) -> tuple[SearchIndex, IndexUp
         info.removed,
     )
     return index, info
-
-
-def _meta_changed(index: SearchIndex, meta: pd.DataFrame, keep: Sequence[str]) -> list[str]:
-    """Of the records `keep` (indexed, text unchanged), those whose filter fields or event
-    date in `meta` differ from the index's."""
-    if not len(keep):
-        return []
-    m = meta.drop_duplicates("record_id").set_index("record_id").loc[list(keep)]
-    where = {r: i for i, r in enumerate(index.ids_.tolist())}
-    pos = np.array([where[r] for r in keep], dtype=np.int64)
-    differs = np.zeros(len(keep), dtype=bool)
-    for col in META_COLUMNS:
-        new = m[col].fillna("").astype(str).str.strip().str.lower().to_numpy(dtype=object)
-        old = index.meta_[col].to_numpy(dtype=object)[pos]
-        differs |= new != old
-    days = pd.to_datetime(m["event_date"]).to_numpy(dtype="datetime64[D]")
-    differs |= (days - np.datetime64("1970-01-01", "D")).astype(np.int32) != index.days_[pos]
-    return [r for r, d in zip(keep, differs.tolist(), strict=True) if d]
 
 
 def refresh(settings: Settings) -> dict[str, Any]:

@@ -62,6 +62,17 @@ class IndexCorruptError(ThemesError):
     """A saved search index is missing, incomplete or does not match its manifest."""
 
 
+def _field_values(column: pd.Series) -> pd.Series:
+    """A filter field as the index holds it: stripped, lower case, "" where blank."""
+    return column.fillna("").astype(str).str.strip().str.lower()
+
+
+def _event_days(column: pd.Series) -> np.ndarray:
+    """Event dates as days since 1970-01-01 (int32), as the index holds them."""
+    days = pd.to_datetime(column).to_numpy(dtype="datetime64[D]")
+    return (days - EPOCH).astype(np.int32)
+
+
 @dataclass(frozen=True)
 class Filters:
     """What investigators filter on; None means no filter on that field.
@@ -234,15 +245,26 @@ class SearchIndex:
             raise ThemesError(f"search index metadata lacks {len(absent)} ids, e.g. {absent[:3]}")
         m = m.loc[list(self.ids_)]
         self.meta_ = pd.DataFrame(
-            {
-                col: pd.Categorical(m[col].fillna("").astype(str).str.strip().str.lower())
-                for col in META_COLUMNS
-            }
+            {col: pd.Categorical(_field_values(m[col])) for col in META_COLUMNS}
         )
-        days = pd.to_datetime(m["event_date"]).to_numpy(dtype="datetime64[D]")
-        self.days_ = (days - EPOCH).astype(np.int32)
+        self.days_ = _event_days(m["event_date"])
         self.themes_ = m["theme_id"].fillna(-1).astype(np.int32).to_numpy()
         self._cache_codes()
+
+    def meta_changed(self, meta: pd.DataFrame, ids: Sequence[str]) -> list[str]:
+        """Of the indexed records `ids`, those whose filter fields or event date in `meta`
+        (columns as for `set_meta`) differ from what the index holds."""
+        self._check_fitted()
+        if not len(ids):
+            return []
+        m = meta.drop_duplicates("record_id").set_index("record_id").loc[list(ids)]
+        where = {r: i for i, r in enumerate(self.ids_.tolist())}
+        pos = np.array([where[r] for r in ids], dtype=np.int64)
+        differs = _event_days(m["event_date"]) != self.days_[pos]
+        for col in META_COLUMNS:
+            old = self.meta_[col].to_numpy(dtype=object)[pos]
+            differs |= _field_values(m[col]).to_numpy(dtype=object) != old
+        return [r for r, d in zip(ids, differs.tolist(), strict=True) if d]
 
     def _cache_codes(self) -> None:
         """Category codes of the filter fields as plain arrays (a mask is a table lookup).
