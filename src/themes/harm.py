@@ -46,6 +46,15 @@ class HarmScheme:
     def label(self, level: str | None) -> str:
         return self.labels.get(level, "Unknown") if level else "Unknown"
 
+    def level_named(self, value: str) -> str | None:
+        """The level `value` names, in any case and spacing: a level id ("moderate"), a
+        label ("Moderate harm") or a structured value the scheme maps ("minor"); else None."""
+        said = _normalise(value)
+        if said in self.levels:
+            return said
+        by_label = {_normalise(label): level for level, label in self.labels.items()}
+        return by_label.get(said) or self.structured.get(said)
+
     def cue_phrases(self) -> dict[str, tuple[str, ...]]:
         """Every cue, keyed by the label the cue reader reports it under."""
         out = {f"{LEVEL_PREFIX}{k}": v for k, v in self.level_phrases.items()}

@@ -809,18 +809,13 @@ class Searcher:
         scheme = getattr(self, "_harm_scheme", None)
         if scheme is None:
             scheme = self._harm_scheme = load_harm_scheme(path)
-        said = " ".join(str(value).split()).lower()
-        names = {
-            **scheme.structured,
-            **{label.lower(): level for level, label in scheme.labels.items()},
-            **{level: level for level in scheme.levels},
-        }
-        if said not in names:
+        level = scheme.level_named(str(value))
+        if level is None:
             raise ThemesError(
                 f"--harm '{value}' is not a harm level; use one of "
                 f"{', '.join(scheme.levels)} (or a label or severity value from {path})."
             )
-        return names[said]
+        return level
 
     def _vocab_terms(self, tokens: Sequence[int]) -> set[str]:
         inverse = getattr(self, "_inverse", None)
