@@ -1054,30 +1054,34 @@ def scored(
     }
 
 
-def calibrate(scores: dict[tuple, float], truth: set) -> tuple[float, dict[str, float]]:  # noqa: ANN001
-    """The threshold that best meets the target on the pooled calibration seeds, and its fit.
+def calibrate(
+    scores: dict[tuple, float], truth: set, by: str = "f1"
+) -> tuple[float, dict[str, float]]:  # noqa: ANN001
+    """The best threshold on the pooled calibration seeds, and its fit.
 
-    Keys carry their seed first (see `pooled`). The target is precision and recall each at
-    least 0.9 on every seed, so a threshold is judged by the worst seed's lower of the two,
-    then by the mean of that over the seeds, then by the pooled F1 (F1 alone trades a
-    seed's precision for another's recall).
+    Keys carry their seed first (see `pooled`). `by="f1"` (the product's calibration)
+    judges a threshold by the pooled F1. `by="worst"` judges it by the target's own
+    criterion: the worst seed's lower of precision and recall, then the mean of that over
+    the seeds, then the pooled F1 (reported as an alternative; see the readings).
     """
     seeds = sorted({k[0] for k in scores} | {k[0] for k in truth})
-    best_t, best = 1.0, {"worst": -1.0, "mean": -1.0, "f1": -1.0}
-    for t in np.arange(0.2, 1.0, 0.01):
+    best_t, best = 1.0, {"f1": -1.0, "worst": -1.0, "mean": -1.0}
+    for t in np.round(np.arange(0.2, 1.0, 0.01), 2).tolist():  # the threshold reported
         pred = {p for p, s in scores.items() if s >= t}
         per = [pr({p for p in pred if p[0] == seed}, {p for p in truth if p[0] == seed})
                for seed in seeds]  # fmt: skip
         lows = [min(x["precision"], x["recall"]) for x in per]
-        fit = {"worst": min(lows), "mean": round(float(np.mean(lows)), 4),
-               "f1": pr(pred, truth)["f1"]}  # fmt: skip
-        if (fit["worst"], fit["mean"], fit["f1"]) > (best["worst"], best["mean"], best["f1"]):
-            best_t, best = float(round(t, 2)), fit
+        fit = {"f1": pr(pred, truth)["f1"], "worst": min(lows),
+               "mean": round(float(np.mean(lows)), 4)}  # fmt: skip
+        if objective(fit, by) > objective(best, by):
+            best_t, best = t, fit
     return best_t, best
 
 
-def objective(fit: dict[str, float]) -> tuple[float, float, float]:
-    """How `calibrate` ranks fits: worst seed, mean over seeds, pooled F1."""
+def objective(fit: dict[str, float], by: str = "f1") -> tuple[float, ...]:
+    """How `calibrate` ranks fits (see there)."""
+    if by == "f1":
+        return (fit["f1"],)
     return fit["worst"], fit["mean"], fit["f1"]
 
 
@@ -1120,22 +1124,23 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
     grid = [round(w, 2) for w in np.arange(0.0, 1.01, 0.1)]
 
     def best_fit(
-        pen: float, windows: tuple[int, ...], blocking: Any = True
+        pen: float, windows: tuple[int, ...], blocking: Any = True, by: str = "f1"
     ) -> tuple[int, int, float, dict]:
         fits = {
-            (d, k, w): calibrate(scored(cal[blocking], w, k, pen, d), truth_cal)
+            (d, k, w): calibrate(scored(cal[blocking], w, k, pen, d), truth_cal, by)
             for d in windows
             for k in DUP_CONTEXTS
             for w in grid
         }
         # ties: the wider date window, the weight nearer 0.5, the smaller context
-        d, k, w = max(fits, key=lambda dkw: (*objective(fits[dkw][1]), dkw[0],
+        d, k, w = max(fits, key=lambda dkw: (*objective(fits[dkw][1], by), dkw[0],
                                              -abs(dkw[2] - 0.5), -dkw[1]))  # fmt: skip
         return d, k, w, fits
 
     best_d, best_k, best_w, fits = best_fit(penalty, DUP_WINDOWS)
     _, two_k, two_w, _ = best_fit(penalty, (2,))
     _, plain_k, plain_w, plain_fits = best_fit(0.0, (best_d,))
+    worst_d, worst_k, worst_w, _ = best_fit(penalty, DUP_WINDOWS, by="worst")
     out["calibration"] = {
         f"window {d}, context {k}, weight {w}": {"threshold": t, **f}
         for (d, k, w), (t, f) in fits.items()
@@ -1148,6 +1153,8 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
         "product (date+place blocking, cosine + word overlap, sex check)": (
             True, best_w, best_k, penalty, best_d),
         "product with a 2-day date window": (True, two_w, two_k, penalty, 2),
+        "product calibrated on the worst seed, not F1": (
+            True, worst_w, worst_k, penalty, worst_d, "worst"),
         **({"product without the harm-level match": (NO_HARM, nh_w, nh_k, penalty, best_d)}
            if NO_HARM in feats else {}),
         "product without the sex check": (True, plain_w, plain_k, 0.0, best_d),
@@ -1156,8 +1163,8 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
         "blocking, word overlap only (no context)": (True, 1.0, 0, 0.0, best_d),
         "cosine only (no blocking)": (False, 0.0, 0, 0.0, None),
     }  # fmt: skip
-    for name, (blocked, w, k, pen, d) in methods.items():
-        t, _ = calibrate(scored(cal[blocked], w, k, pen, d), truth_cal)
+    for name, (blocked, w, k, pen, d, *by) in methods.items():
+        t, _ = calibrate(scored(cal[blocked], w, k, pen, d), truth_cal, *by)
         rows: dict[str, Any] = {"lexical_weight": w, "context": k, "sex_penalty": pen,
                                 "date_window": d, "threshold": t}  # fmt: skip
         for seed in eval_seeds:
@@ -1499,8 +1506,7 @@ def markdown(res: dict[str, Any]) -> str:
             "lexical weight, context and threshold calibrated together on the pooled planted "
             "pairs of seeds "
             f"{', '.join(map(str, d.get('calibration_seeds', [d.get('calibration_seed')])))} "
-            "(the best worst seed's lower of precision and recall; then the mean over the "
-            "seeds; then pooled F1), "
+            "(best F1), "
             "then applied to the evaluation seeds).",
             "",
         ]
@@ -1578,8 +1584,8 @@ def main() -> None:
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
     ap.add_argument("--dup-records", type=int, default=2000)
-    ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=list(range(101, 111)))
-    ap.add_argument("--dup-eval-seeds", type=int, nargs="+", default=list(range(111, 116)))
+    ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=list(range(101, 106)))
+    ap.add_argument("--dup-eval-seeds", type=int, nargs="+", default=list(range(106, 116)))
     ap.add_argument("--markdown-only", action="store_true", help="Re-render the saved results.")
     args = ap.parse_args()
     if args.markdown_only:

@@ -30,3 +30,33 @@ def test_the_benchmark_builds_a_searchable_product_index(settings) -> None:  # n
     assert index.size == 3
     hits = index.bm25(index.query_tokens("retained swab"), n=1)[0]
     assert index.ids_[hits[0]] == "R2"
+
+
+def _bench_search():  # noqa: ANN202
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_search
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return bench_search
+
+
+def test_duplicate_calibration_objectives() -> None:
+    """F1 pools the seeds; "worst" judges by the worst seed's lower of precision and recall.
+
+    Seed 1: planted pairs at 0.9 and 0.5, a false pair at 0.6. Seed 2: planted at 0.9, 0.8,
+    0.7, 0.65, false at 0.25. A threshold of 0.5 finds every planted pair (one false);
+    0.61 loses seed 1's weaker pair (recall 0.5 there) and drops the false one.
+    """
+    bench = _bench_search()
+    scores = {(1, "a", "b"): 0.9, (1, "c", "d"): 0.5, (1, "e", "f"): 0.6,
+              (2, "a", "b"): 0.9, (2, "c", "d"): 0.8, (2, "e", "f"): 0.7,
+              (2, "g", "h"): 0.65, (2, "i", "j"): 0.25}  # fmt: skip
+    truth = {(1, "a", "b"), (1, "c", "d"), (2, "a", "b"), (2, "c", "d"), (2, "e", "f"),
+             (2, "g", "h")}  # fmt: skip
+    t, fit = bench.calibrate(scores, truth, "worst")
+    assert 0.25 < t <= 0.5
+    assert fit["worst"] == 0.6667  # seed 1: precision 2/3, recall 1
+    t_f1, fit_f1 = bench.calibrate(scores, truth)
+    assert fit_f1["f1"] >= fit["f1"]
+    assert bench.objective(fit, "worst") == (fit["worst"], fit["mean"], fit["f1"])

@@ -245,9 +245,9 @@ class SearchSettings(_Section):
     exported once into `<data_dir>/query_encoder/` and checked against torch (the same
     vectors, less per-query overhead; benchmarks/profile_search_query.py). "torch": the
     model as loaded. If the ONNX copy cannot be built, queries use torch, with a warning."""
-    duplicate_threshold: float = 0.34
+    duplicate_threshold: float = 0.22
     """Duplicate score from which two records are near-duplicates (calibrated on demo data)."""
-    duplicate_lexical_weight: float = Field(default=0.9, ge=0.0, le=1.0)
+    duplicate_lexical_weight: float = Field(default=1.0, ge=0.0, le=1.0)
     """Share of the duplicate score given to the IDF-weighted word overlap (the rest is the
     embeddings' cosine); calibrated with the threshold on demo data."""
     duplicate_context: int = Field(default=0, ge=0)
