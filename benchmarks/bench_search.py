@@ -979,7 +979,10 @@ def pr(pred: set, truth: set) -> dict[str, float]:  # noqa: ANN001
 
 
 DUP_CONTEXTS = (0, 10, 30)
-"""Neighbour counts whose shared words the overlap discounts (0: global IDF only)."""
+"""Neighbour counts whose shared words the overlap discounts (0: none)."""
+
+DUP_OVERLAPS = tuple((k, by_kind) for by_kind in (False, True) for k in DUP_CONTEXTS)
+"""The word overlaps computed for each pair: (neighbour context, IDF judged by kind)."""
 
 DUP_WINDOWS = (0, 1, 2, 3)
 """Event-date windows (days) calibrated with the score; pairs are blocked at the widest."""
@@ -991,7 +994,7 @@ def pair_features(
     blocked: bool,
     match_fields: list[str] | None = None,
 ) -> dict[tuple, tuple]:
-    """(cosine, word overlap for each of DUP_CONTEXTS, patient-sex conflict, day gap) of
+    """(cosine, word overlap for each of DUP_OVERLAPS, patient-sex conflict, day gap) of
     every candidate pair: blocked as the product blocks (at the widest of DUP_WINDOWS, on
     `match_fields`, by default the configured ones), or every pair with cosine >= 0.5 when
     not blocked (day gap 0: no date window)."""
@@ -1018,7 +1021,7 @@ def pair_features(
     if not blocked:  # the cosine-only baseline needs no word overlap
         return {
             tuple(sorted((index.ids_[a], index.ids_[b]))): (c,)
-            + (0.0,) * len(DUP_CONTEXTS)
+            + (0.0,) * len(DUP_OVERLAPS)
             + (0.0, 0)
             for a, b, c, _ in pairs
         }
@@ -1029,7 +1032,10 @@ def pair_features(
     out = {}
     for a, rest in partners.items():
         others = np.array([b for b, *_ in rest], dtype=np.int64)
-        overlaps = [pair_overlap(index, a, others, context=k) for k in DUP_CONTEXTS]
+        overlaps = [
+            pair_overlap(index, a, others, context=k, idf_by_kind=by_kind)
+            for k, by_kind in DUP_OVERLAPS
+        ]
         conflict = sex_conflicts(index, a, others)
         for j, (b, c, gap) in enumerate(rest):
             key = tuple(sorted((index.ids_[a], index.ids_[b])))
@@ -1040,13 +1046,14 @@ def pair_features(
 def scored(
     features: dict[tuple, tuple],
     weight: float,
-    context: int = 0,
+    overlap: tuple[int, bool] | int = 0,
     penalty: float = 0.0,
     window: int | None = None,
 ) -> dict[tuple, float]:
     """Each pair's duplicate score as the product computes it (see themes.duplicates), for
-    the pairs whose event dates are at most `window` days apart (None: all candidates)."""
-    k = 1 + DUP_CONTEXTS.index(context)
+    the pairs whose event dates are at most `window` days apart (None: all candidates).
+    `overlap` is (neighbour context, IDF by kind), or a context alone (global IDF)."""
+    k = 1 + DUP_OVERLAPS.index(overlap if isinstance(overlap, tuple) else (overlap, False))
     return {
         p: (1 - weight) * f[0] + weight * f[k] - penalty * f[-2]
         for p, f in features.items()
@@ -1124,28 +1131,37 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
     grid = [round(w, 2) for w in np.arange(0.0, 1.01, 0.1)]
 
     def best_fit(
-        pen: float, windows: tuple[int, ...], blocking: Any = True, by: str = "f1"
-    ) -> tuple[int, int, float, dict]:
+        pen: float,
+        windows: tuple[int, ...],
+        blocking: Any = True,
+        by: str = "f1",
+        overlaps: tuple[tuple[int, bool], ...] = DUP_OVERLAPS,
+    ) -> tuple[int, tuple[int, bool], float, dict]:
         fits = {
             (d, k, w): calibrate(scored(cal[blocking], w, k, pen, d), truth_cal, by)
             for d in windows
-            for k in DUP_CONTEXTS
+            for k in overlaps
             for w in grid
         }
-        # ties: the wider date window, the weight nearer 0.5, the smaller context
+        # ties: the wider date window, the weight nearer 0.5, the smaller context, global IDF
         d, k, w = max(fits, key=lambda dkw: (*objective(fits[dkw][1], by), dkw[0],
-                                             -abs(dkw[2] - 0.5), -dkw[1]))  # fmt: skip
+                                             -abs(dkw[2] - 0.5), -dkw[1][0],
+                                             -int(dkw[1][1])))  # fmt: skip
         return d, k, w, fits
 
     best_d, best_k, best_w, fits = best_fit(penalty, DUP_WINDOWS)
     _, two_k, two_w, _ = best_fit(penalty, (2,))
     _, plain_k, plain_w, plain_fits = best_fit(0.0, (best_d,))
     worst_d, worst_k, worst_w, _ = best_fit(penalty, DUP_WINDOWS, by="worst")
+    global_idf = tuple(o for o in DUP_OVERLAPS if not o[1])
+    _, gl_k, gl_w, _ = best_fit(penalty, (best_d,), overlaps=global_idf)
     out["calibration"] = {
-        f"window {d}, context {k}, weight {w}": {"threshold": t, **f}
+        f"window {d}, context {k[0]}, idf by kind {k[1]}, weight {w}": {"threshold": t, **f}
         for (d, k, w), (t, f) in fits.items()
     }
-    no_ctx_w = max(grid, key=lambda w: (*objective(plain_fits[(best_d, 0, w)][1]), -abs(w - 0.5)))
+    no_ctx_w = max(
+        grid, key=lambda w: (*objective(plain_fits[(best_d, (0, False), w)][1]), -abs(w - 0.5))
+    )
     nh_k, nh_w = best_k, best_w
     if NO_HARM in feats:
         _, nh_k, nh_w, _ = best_fit(penalty, (best_d,), NO_HARM)
@@ -1155,29 +1171,34 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
         "product with a 2-day date window": (True, two_w, two_k, penalty, 2),
         "product calibrated on the worst seed, not F1": (
             True, worst_w, worst_k, penalty, worst_d, "worst"),
+        "product with IDF over all records (not by kind)": (True, gl_w, gl_k, penalty, best_d),
         **({"product without the harm-level match": (NO_HARM, nh_w, nh_k, penalty, best_d)}
            if NO_HARM in feats else {}),
         "product without the sex check": (True, plain_w, plain_k, 0.0, best_d),
-        "blocking, cosine + word overlap without context": (True, no_ctx_w, 0, 0.0, best_d),
+        "blocking, cosine + word overlap without context": (
+            True, no_ctx_w, (0, False), 0.0, best_d),
         "blocking, cosine only": (True, 0.0, 0, 0.0, best_d),
         "blocking, word overlap only (no context)": (True, 1.0, 0, 0.0, best_d),
         "cosine only (no blocking)": (False, 0.0, 0, 0.0, None),
     }  # fmt: skip
     for name, (blocked, w, k, pen, d, *by) in methods.items():
         t, _ = calibrate(scored(cal[blocked], w, k, pen, d), truth_cal, *by)
-        rows: dict[str, Any] = {"lexical_weight": w, "context": k, "sex_penalty": pen,
-                                "date_window": d, "threshold": t}  # fmt: skip
+        k = k if isinstance(k, tuple) else (k, False)
+        rows: dict[str, Any] = {"lexical_weight": w, "context": k[0], "idf_by_kind": k[1],
+                                "sex_penalty": pen, "date_window": d, "threshold": t}  # fmt: skip
         for seed in eval_seeds:
             sc = scored(feats[blocked][seed], w, k, pen, d)
             rows[f"seed {seed}"] = pr({p for p, s in sc.items() if s >= t}, data[seed][1])
         out[name] = rows
     cfg_w, cfg_t = settings.search.duplicate_lexical_weight, settings.search.duplicate_threshold
-    cfg_k, cfg_d = settings.search.duplicate_context, settings.search.duplicate_max_days
-    if cfg_k not in DUP_CONTEXTS or cfg_d not in DUP_WINDOWS:
+    cfg_k = (settings.search.duplicate_context, settings.search.duplicate_idf_by_kind)
+    cfg_d = settings.search.duplicate_max_days
+    if cfg_k not in DUP_OVERLAPS or cfg_d not in DUP_WINDOWS:
         return out
     out["configured"] = {
         "lexical_weight": cfg_w,
-        "context": cfg_k,
+        "context": cfg_k[0],
+        "idf_by_kind": cfg_k[1],
         "sex_penalty": penalty,
         "date_window": cfg_d,
         "threshold": cfg_t,
@@ -1210,7 +1231,8 @@ def dup_precision_stability(settings, n: int, seed: int) -> dict[str, Any]:  # n
             )
             ix, _ = demo_store(seed, n, Path(tmp) / precision, s)
             scores[precision] = scored(pair_features(ix, s, True), ss.duplicate_lexical_weight,
-                                       ss.duplicate_context, ss.duplicate_sex_conflict_penalty,
+                                       (ss.duplicate_context, ss.duplicate_idf_by_kind),
+                                       ss.duplicate_sex_conflict_penalty,
                                        ss.duplicate_max_days)  # fmt: skip
     a, b = scores[settings.embed.precision], scores["float32"]
     common = set(a) & set(b)
@@ -1503,7 +1525,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [
             f"**Near-duplicates** on demo data ({d['records_per_seed']} records per seed; "
             f"blocking on event date and {', '.join(d.get('match_fields', []))}; date window, "
-            "lexical weight, context and threshold calibrated together on the pooled planted "
+            "lexical weight, context, IDF by kind and threshold calibrated together on the "
+            "pooled planted "
             "pairs of seeds "
             f"{', '.join(map(str, d.get('calibration_seeds', [d.get('calibration_seed')])))} "
             "(best F1), "
@@ -1518,11 +1541,13 @@ def markdown(res: dict[str, Any]) -> str:
                 w, t = d[name]["lexical_weight"], d[name]["threshold"]
                 window = d[name].get("date_window", "—")
                 rows.append([name, window if window is not None else "—", w,
-                             d[name].get("context", 0), t, seed, r["precision"],
-                             r["recall"], r["predicted"], r["planted"]])  # fmt: skip
+                             d[name].get("context", 0),
+                             "yes" if d[name].get("idf_by_kind") else "no", t, seed,
+                             r["precision"], r["recall"], r["predicted"],
+                             r["planted"]])  # fmt: skip
         lines += [md_table(["method", "date window (days)", "word weight", "context",
-                            "threshold", "seed", "precision", "recall", "predicted",
-                            "planted"], rows), ""]  # fmt: skip
+                            "IDF by kind", "threshold", "seed", "precision", "recall",
+                            "predicted", "planted"], rows), ""]  # fmt: skip
         product = next((k for k in names if k.startswith("product")), None)
         if product is not None:
             r = d[product]
@@ -1536,7 +1561,8 @@ def markdown(res: dict[str, Any]) -> str:
             pooled_p = round(tp / max(1, sum(x["predicted"] for x in per)), 4)
             pooled_r = round(tp / max(1, sum(x["planted"] for x in per)), 4)
             lines += [f"Calibrated settings (date window {r.get('date_window')} days, word "
-                      f"weight {r['lexical_weight']}, context {r.get('context', 0)}, threshold "
+                      f"weight {r['lexical_weight']}, context {r.get('context', 0)}, IDF by "
+                      f"kind {'yes' if r.get('idf_by_kind') else 'no'}, threshold "
                       f"{r['threshold']}): the lowest "
                       f"precision or recall over the evaluation seeds is **{worst}** "
                       f"(target ≥ 0.9: {verdict}); pooled over them, precision {pooled_p} and "
@@ -1552,13 +1578,15 @@ def markdown(res: dict[str, Any]) -> str:
                           ""]  # fmt: skip
             c = d.get("configured")
             chosen = (r["lexical_weight"], r.get("context", 0), r["threshold"],
-                      r.get("date_window"))  # fmt: skip
+                      r.get("date_window"), bool(r.get("idf_by_kind")))  # fmt: skip
             shipped = (c["lexical_weight"], c.get("context", 0), c["threshold"],
-                       c.get("date_window")) if c else None  # fmt: skip
+                       c.get("date_window"), bool(c.get("idf_by_kind"))) if c else None  # fmt: skip
             if c and shipped != chosen:
                 lines += [f"_The configuration shipped during this run (date window "
                           f"{c.get('date_window')}, word weight {c['lexical_weight']}, context "
-                          f"{c.get('context', 0)}, threshold {c['threshold']}) differs from the "
+                          f"{c.get('context', 0)}, IDF by kind "
+                          f"{'yes' if c.get('idf_by_kind') else 'no'}, threshold "
+                          f"{c['threshold']}) differs from the "
                           "calibrated settings; `config/themes.toml` is to be set to the "
                           "calibrated ones._", ""]  # fmt: skip
     lines += ["Command: `python benchmarks/bench_search.py`"]
@@ -1584,8 +1612,8 @@ def main() -> None:
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
     ap.add_argument("--dup-records", type=int, default=2000)
-    ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=list(range(101, 106)))
-    ap.add_argument("--dup-eval-seeds", type=int, nargs="+", default=list(range(106, 116)))
+    ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=list(range(101, 116)))
+    ap.add_argument("--dup-eval-seeds", type=int, nargs="+", default=list(range(116, 126)))
     ap.add_argument("--markdown-only", action="store_true", help="Re-render the saved results.")
     args = ap.parse_args()
     if args.markdown_only:

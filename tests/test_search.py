@@ -219,6 +219,42 @@ def test_word_overlap_discounts_words_that_look_alike_reports_all_use() -> None:
     assert local[0] > 3 * local[1]
 
 
+def test_idf_by_kind_discounts_the_phrasing_every_claim_uses() -> None:
+    """Claims share legal phrasing that is rare among all records but common among claims:
+    judged by kind, two claims that share only that phrasing no longer look alike, while
+    a claim and an incident naming the same uncommon facts still do."""
+    from themes.duplicates import kind_idf, word_overlap
+
+    ids, texts, vecs, meta = _corpus(400, seed=5)
+    meta["kind"] = ["claim"] * 40 + ["incident"] * 300 + ["complaint"] * 60
+    for i in range(40):
+        texts[i] = f"alleged defendant liability amenity damages breach {texts[i]}"
+    texts[0] += " enoxaparin haematoma"
+    texts[40] = "enoxaparin haematoma " + texts[40]  # an incident with claim 0's facts
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    # the per-kind IDF read from the BM25 matrix matches counting each kind's records
+    table = kind_idf(index)
+    kinds = index.meta_["kind"].cat.categories.tolist()
+    for kind in ("claim", "incident"):
+        members = [p for p in range(index.size) if meta["kind"][p] == kind]
+        df = np.zeros(table.shape[1])
+        for p in members:
+            df[index.tokens_of(p)] += 1
+        n = len(members)
+        tokens = index.tokens_of(0) + index.tokens_of(40)
+        expected = np.log1p((n - df[tokens] + 0.5) / (df[tokens] + 0.5))
+        np.testing.assert_allclose(table[kinds.index(kind), tokens], expected)
+    plain = word_overlap(index, 0, np.array([1, 40]))
+    by_kind = word_overlap(index, 0, np.array([1, 40]), idf_by_kind=True)
+    assert plain[0] > 0.4  # the shared legal phrasing makes two claims look alike
+    assert by_kind[0] < 0.5 * plain[0]
+    assert by_kind[1] > 2 * by_kind[0]  # the shared facts still count across kinds
+    # the same from either side
+    assert word_overlap(index, 40, np.array([0]), idf_by_kind=True)[0] == pytest.approx(
+        by_kind[1], rel=1e-5
+    )
+
+
 def test_the_neighbour_context_tapers_so_near_ties_cannot_swing_the_overlap() -> None:
     """Context weights: full to rank n/2, then falling by 1/n a rank to 0 at 3n/2; they
     sum to n. Swapping two neighbouring ranks moves the overlap a little, not a lot."""
@@ -661,6 +697,7 @@ def test_planted_near_duplicates_rank_first(demo_run, searcher) -> None:  # noqa
             index, index.position(dup), max_days=s.duplicate_max_days,
             match_fields=s.duplicate_match_fields, lexical_weight=s.duplicate_lexical_weight,
             context=s.duplicate_context, sex_conflict_penalty=s.duplicate_sex_conflict_penalty,
+            idf_by_kind=s.duplicate_idf_by_kind,
         )  # fmt: skip
         assert index.ids_[cand[0]] == original, (dup, original)
 

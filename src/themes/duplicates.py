@@ -61,14 +61,16 @@ def candidates(
     lexical_weight: float = 0.0,
     context: int = 0,
     sex_conflict_penalty: float = 0.0,
+    idf_by_kind: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Records that could report the same event as record `pos`, most similar first.
 
     Blocking: event dates at most `max_days` apart, and equal `match_fields` (a field
     empty in either record does not block). The score is
     `(1 - lexical_weight) * cosine + lexical_weight * word overlap` (see `word_overlap`;
-    `context` > 0 discounts the words that record's `context` nearest neighbours share),
-    less `sex_conflict_penalty` where `sex_conflicts` says the two are about different
+    `context` > 0 discounts the words that record's `context` nearest neighbours share;
+    `idf_by_kind` weighs words by their rarity among records of the pair's kinds), less
+    `sex_conflict_penalty` where `sex_conflicts` says the two are about different
     patients. Returns (positions, scores).
     """
     order, days = _by_day(index)
@@ -89,7 +91,7 @@ def candidates(
     q = np.asarray(index.vectors_[pos], dtype=np.float32)
     sims = np.asarray(index.vectors_[cand], dtype=np.float32) @ q
     if lexical_weight:
-        overlap = pair_overlap(index, pos, cand, context=context)
+        overlap = pair_overlap(index, pos, cand, context=context, idf_by_kind=idf_by_kind)
         sims = (1.0 - lexical_weight) * sims + lexical_weight * overlap
     if sex_conflict_penalty:
         sims = sims - sex_conflict_penalty * sex_conflicts(index, pos, cand)
@@ -103,6 +105,7 @@ def word_overlap(
     others: np.ndarray,
     *,
     context: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
+    idf_by_kind: bool = False,
 ) -> np.ndarray:
     """IDF-weighted cosine of the word sets of record `pos` and each of `others` (0..1).
 
@@ -110,13 +113,21 @@ def word_overlap(
     records counts for much more than one that most records use, so two reports that name
     the same uncommon drug, device or finding score high even when worded differently.
 
+    With `idf_by_kind`, a word's rarity is judged among the records of each record's kind
+    (incident, complaint, claim), and the pair uses the lower of the two (`kind_idf`):
+    the phrasing that every claim ("it is alleged that the Defendant", "loss of amenity")
+    or every complaint response ("we apologised for the distress caused") uses is rare
+    among all records but common among its own kind, and says nothing about whether two
+    reports are of one event.
+
     With `context` (positions of records like `pos`, e.g. its nearest neighbours, alone or
     with a weight each, as `_context` gives them), a word is further discounted by how many
     of them use it: the words every report of that kind of event uses ("pressure ulcer",
     "sacrum") say little about whether two reports are of the *same* event; the facts that
     set this report apart from its look-alikes say much.
     """
-    weight = index.idf().copy()
+    others = np.asarray(others, dtype=np.int64)
+    discount: np.ndarray | float = 1.0
     if isinstance(context, tuple):
         positions, shares = context
     else:
@@ -124,26 +135,60 @@ def word_overlap(
         shares = None if context is None else np.ones(len(context))
     if positions is not None and len(positions):
         m = float(np.sum(shares))
-        df = np.zeros(len(weight), dtype=np.float64)
+        df = np.zeros(len(index.idf()), dtype=np.float64)
         for other, share in zip(
             np.asarray(positions, dtype=np.int64).tolist(), shares.tolist(), strict=True
         ):
             df[np.asarray(index.tokens_of(other), dtype=np.int64)] += share
-        weight *= np.log1p(m / (df + 0.5)) / np.log1p(m / 0.5)
-    mine = np.asarray(index.tokens_of(pos), dtype=np.int64)
-    w_mine = weight[mine] ** 2
-    norm_mine = float(w_mine.sum())
+        discount = np.log1p(m / (df + 0.5)) / np.log1p(m / 0.5)
     out = np.zeros(len(others), dtype=np.float32)
-    if norm_mine <= 0:
-        return out
-    for n, other in enumerate(np.asarray(others, dtype=np.int64).tolist()):
-        theirs = np.asarray(index.tokens_of(other), dtype=np.int64)
-        norm_theirs = float((weight[theirs] ** 2).sum())
-        if norm_theirs <= 0:
+    if idf_by_kind:
+        per_kind = kind_idf(index)
+        kinds = index.codes_["kind"]
+        mine_kind = int(kinds[pos])
+        groups = [
+            (np.flatnonzero(kinds[others] == k), np.minimum(per_kind[mine_kind], per_kind[k]))
+            for k in np.unique(kinds[others]).tolist()
+        ]
+    else:
+        groups = [(np.arange(len(others)), index.idf())]
+    mine = np.asarray(index.tokens_of(pos), dtype=np.int64)
+    for where, idf in groups:
+        weight = idf * discount
+        w_mine = weight[mine] ** 2
+        norm_mine = float(w_mine.sum())
+        if norm_mine <= 0:
             continue
-        shared = np.intersect1d(mine, theirs, assume_unique=True)
-        out[n] = float((weight[shared] ** 2).sum()) / np.sqrt(norm_mine * norm_theirs)
+        for n in where.tolist():
+            theirs = np.asarray(index.tokens_of(int(others[n])), dtype=np.int64)
+            norm_theirs = float((weight[theirs] ** 2).sum())
+            if norm_theirs <= 0:
+                continue
+            shared = np.intersect1d(mine, theirs, assume_unique=True)
+            out[n] = float((weight[shared] ** 2).sum()) / np.sqrt(norm_mine * norm_theirs)
     return out
+
+
+def kind_idf(index: SearchIndex) -> np.ndarray:
+    """BM25's idf of every token among the records of one kind only: one row per kind, in
+    the order of the index's kind codes. Cached on the index until it changes."""
+    return _derived(index, "_dup_kind_idf", _kind_idf)
+
+
+def _kind_idf(index: SearchIndex) -> np.ndarray:
+    codes = np.asarray(index.codes_["kind"], dtype=np.int64)
+    n_kinds = len(index.meta_["kind"].cat.categories)
+    vocab = len(index.idf())
+    if index.bm25_ is None or not vocab or not n_kinds:
+        return np.zeros((max(n_kinds, 1), vocab), dtype=np.float64)
+    # the BM25 matrix lists, for each token, the records that use it
+    indptr = np.asarray(index.bm25_.scores["indptr"], dtype=np.int64)[: vocab + 1]
+    records = np.asarray(index.bm25_.scores["indices"], dtype=np.int64)[: indptr[-1]]
+    token = np.repeat(np.arange(vocab, dtype=np.int64), np.diff(indptr))
+    df = np.bincount(codes[records] * vocab + token, minlength=n_kinds * vocab)
+    df = df.reshape(n_kinds, vocab).astype(np.float64)
+    n = np.bincount(codes, minlength=n_kinds).astype(np.float64)[:, None]
+    return np.log1p((n - df + 0.5) / (df + 0.5))
 
 
 MALE_WORDS = ("he", "him", "his", "himself")
@@ -203,19 +248,29 @@ def sex_conflicts(index: SearchIndex, pos: int, others: np.ndarray) -> np.ndarra
     return ((mine > 0) & (theirs > 0) & (theirs != mine)).astype(np.float32)
 
 
-def pair_overlap(index: SearchIndex, pos: int, others: np.ndarray, *, context: int) -> np.ndarray:
+def pair_overlap(
+    index: SearchIndex, pos: int, others: np.ndarray, *, context: int, idf_by_kind: bool = False
+) -> np.ndarray:
     """The word overlap of record `pos` with each of `others`, the same from either side:
     the mean of `word_overlap` seen from `pos` (its words discounted by its own `context`
     nearest neighbours) and from the other record (by its neighbours). One-sided, a pair's
     score depended on which record was checked, so whether two reports paired could
     depend on which of them a nightly run saw as new."""
     others = np.asarray(others, dtype=np.int64)
-    mine = word_overlap(index, pos, others, context=_cached_context(index, pos, context))
+    mine = word_overlap(
+        index, pos, others, context=_cached_context(index, pos, context), idf_by_kind=idf_by_kind
+    )
     if context <= 0:
         return mine  # without context the overlap is symmetric already
     theirs = np.array(
         [
-            word_overlap(index, o, np.array([pos]), context=_cached_context(index, o, context))[0]
+            word_overlap(
+                index,
+                o,
+                np.array([pos]),
+                context=_cached_context(index, o, context),
+                idf_by_kind=idf_by_kind,
+            )[0]
             for o in others.tolist()
         ],
         dtype=np.float32,
@@ -278,6 +333,7 @@ def find_pairs(
     lexical_weight: float = 0.0,
     context: int = 0,
     sex_conflict_penalty: float = 0.0,
+    idf_by_kind: bool = False,
 ) -> list[tuple[int, int, float, int]]:
     """(position a, position b, score, day gap) with a < b, for pairs involving `positions`."""
     out: dict[tuple[int, int], tuple[float, int]] = {}
@@ -285,7 +341,7 @@ def find_pairs(
         cand, sims = candidates(
             index, row, max_days=max_days, match_fields=match_fields,
             lexical_weight=lexical_weight, context=context,
-            sex_conflict_penalty=sex_conflict_penalty,
+            sex_conflict_penalty=sex_conflict_penalty, idf_by_kind=idf_by_kind,
         )  # fmt: skip
         for other, sim in zip(cand.tolist(), sims.tolist(), strict=True):
             if sim < threshold:
@@ -324,6 +380,7 @@ def update_duplicates(
         lexical_weight=settings.duplicate_lexical_weight,
         context=settings.duplicate_context,
         sex_conflict_penalty=settings.duplicate_sex_conflict_penalty,
+        idf_by_kind=settings.duplicate_idf_by_kind,
     )
     now = utcnow()
     rows = [

@@ -245,11 +245,15 @@ class SearchSettings(_Section):
     exported once into `<data_dir>/query_encoder/` and checked against torch (the same
     vectors, less per-query overhead; benchmarks/profile_search_query.py). "torch": the
     model as loaded. If the ONNX copy cannot be built, queries use torch, with a warning."""
-    duplicate_threshold: float = 0.22
+    duplicate_threshold: float = 0.29
     """Duplicate score from which two records are near-duplicates (calibrated on demo data)."""
     duplicate_lexical_weight: float = Field(default=1.0, ge=0.0, le=1.0)
     """Share of the duplicate score given to the IDF-weighted word overlap (the rest is the
     embeddings' cosine); calibrated with the threshold on demo data."""
+    duplicate_idf_by_kind: bool = True
+    """Judge a word's rarity among the records of the pair's kinds (the lower of the two
+    kinds' IDFs) rather than among all records, so the phrasing every claim or complaint
+    response uses does not make two of them look like one event; calibrated on demo data."""
     duplicate_context: int = Field(default=0, ge=0)
     """Nearest neighbours whose shared words are discounted in the word overlap (0: none):
     words that every report of that kind of event uses do not make two reports one event."""
