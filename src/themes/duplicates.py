@@ -8,7 +8,9 @@ the factors step's, so where one report leaves severity blank its text can still
 harm" against the other's "moderate harm"), and their duplicate score is at
 least `search.duplicate_threshold`. The score mixes the embeddings' cosine (same kind of
 event, any wording) with an IDF-weighted overlap of their words (the same specific facts:
-which drug, which device, which finding), weighted by `search.duplicate_lexical_weight`;
+which drug, which device, which finding; with `search.duplicate_idf_by_kind`, a word's
+rarity is judged among records of the pair's kinds, so claims' and complaint responses'
+stock phrasing counts for little), weighted by `search.duplicate_lexical_weight`;
 the weight and the threshold are calibrated on the demo's planted duplicates
 (benchmarks/bench_search.py). Two reports of one event are about one patient: when one
 refers to its subject only as "he" (or "my husband", "my father", ...) and the other only
