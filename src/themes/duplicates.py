@@ -129,7 +129,7 @@ def word_overlap(
     set this report apart from its look-alikes say much.
     """
     others = np.asarray(others, dtype=np.int64)
-    discount: np.ndarray | float = 1.0
+    discount: np.ndarray | None = None
     if isinstance(context, tuple):
         positions, shares = context
     else:
@@ -143,31 +143,34 @@ def word_overlap(
         ):
             df[np.asarray(index.tokens_of(other), dtype=np.int64)] += share
         discount = np.log1p(m / (df + 0.5)) / np.log1p(m / 0.5)
+    idf = index.idf()
+    per_kind = kind_idf(index) if idf_by_kind else None
+    kinds = index.codes_["kind"]
+
+    def weights(tokens: np.ndarray, other_kind: int) -> np.ndarray:
+        """Weights of `tokens` (only those: a vocabulary-wide array per pair is too dear at
+        a million records) for a pair of `pos` with a record of `other_kind`."""
+        if per_kind is None:
+            w = idf[tokens]
+        else:
+            w = np.minimum(per_kind[kinds[pos], tokens], per_kind[other_kind, tokens])
+        return w if discount is None else w * discount[tokens]
+
     out = np.zeros(len(others), dtype=np.float32)
-    if idf_by_kind:
-        per_kind = kind_idf(index)
-        kinds = index.codes_["kind"]
-        mine_kind = int(kinds[pos])
-        groups = [
-            (np.flatnonzero(kinds[others] == k), np.minimum(per_kind[mine_kind], per_kind[k]))
-            for k in np.unique(kinds[others]).tolist()
-        ]
-    else:
-        groups = [(np.arange(len(others)), index.idf())]
     mine = np.asarray(index.tokens_of(pos), dtype=np.int64)
-    for where, idf in groups:
-        weight = idf * discount
-        w_mine = weight[mine] ** 2
+    mine_by_kind: dict[int, np.ndarray] = {}
+    for n, other in enumerate(others.tolist()):
+        k = int(kinds[other]) if per_kind is not None else -1
+        if k not in mine_by_kind:
+            mine_by_kind[k] = weights(mine, k) ** 2
+        w_mine = mine_by_kind[k]
         norm_mine = float(w_mine.sum())
-        if norm_mine <= 0:
+        theirs = np.asarray(index.tokens_of(other), dtype=np.int64)
+        norm_theirs = float((weights(theirs, k) ** 2).sum())
+        if norm_mine <= 0 or norm_theirs <= 0:
             continue
-        for n in where.tolist():
-            theirs = np.asarray(index.tokens_of(int(others[n])), dtype=np.int64)
-            norm_theirs = float((weight[theirs] ** 2).sum())
-            if norm_theirs <= 0:
-                continue
-            shared = np.intersect1d(mine, theirs, assume_unique=True)
-            out[n] = float((weight[shared] ** 2).sum()) / np.sqrt(norm_mine * norm_theirs)
+        shared = np.isin(mine, theirs, assume_unique=True)
+        out[n] = float(w_mine[shared].sum()) / np.sqrt(norm_mine * norm_theirs)
     return out
 
 
