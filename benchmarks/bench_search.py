@@ -1072,11 +1072,11 @@ def calibrate(
     the seeds, then the pooled F1 (reported as an alternative; see the readings).
     """
     seeds = sorted({k[0] for k in scores} | {k[0] for k in truth})
+    truth_of = {seed: {p for p in truth if p[0] == seed} for seed in seeds}
     best_t, best = 1.0, {"f1": -1.0, "worst": -1.0, "mean": -1.0}
     for t in np.round(np.arange(0.2, 1.0, 0.01), 2).tolist():  # the threshold reported
         pred = {p for p, s in scores.items() if s >= t}
-        per = [pr({p for p in pred if p[0] == seed}, {p for p in truth if p[0] == seed})
-               for seed in seeds]  # fmt: skip
+        per = [pr({p for p in pred if p[0] == seed}, truth_of[seed]) for seed in seeds]
         lows = [min(x["precision"], x["recall"]) for x in per]
         fit = {"f1": pr(pred, truth)["f1"], "worst": min(lows),
                "mean": round(float(np.mean(lows)), 4)}  # fmt: skip

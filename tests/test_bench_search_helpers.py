@@ -15,12 +15,17 @@ import numpy as np
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_the_benchmark_builds_a_searchable_product_index(settings) -> None:  # noqa: ANN001
+def _bench_search():  # noqa: ANN202
     sys.path.insert(0, str(BENCHMARKS))
     try:
         import bench_search
     finally:
         sys.path.remove(str(BENCHMARKS))
+    return bench_search
+
+
+def test_the_benchmark_builds_a_searchable_product_index(settings) -> None:  # noqa: ANN001
+    bench_search = _bench_search()
     texts = ["patient fell from bed at night", "insulin dose missed on the ward", "retained swab"]
     names = [f"R{i}" for i in range(len(texts))]
     rng = np.random.default_rng(0)
@@ -30,15 +35,6 @@ def test_the_benchmark_builds_a_searchable_product_index(settings) -> None:  # n
     assert index.size == 3
     hits = index.bm25(index.query_tokens("retained swab"), n=1)[0]
     assert index.ids_[hits[0]] == "R2"
-
-
-def _bench_search():  # noqa: ANN202
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_search
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return bench_search
 
 
 def test_duplicate_calibration_objectives() -> None:

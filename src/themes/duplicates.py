@@ -158,16 +158,18 @@ def word_overlap(
 
     out = np.zeros(len(others), dtype=np.float32)
     mine = np.asarray(index.tokens_of(pos), dtype=np.int64)
-    mine_by_kind: dict[int, np.ndarray] = {}
+    mine_by_kind: dict[int, tuple[np.ndarray, float]] = {}  # squared weights and their sum
     for n, other in enumerate(others.tolist()):
         k = int(kinds[other]) if per_kind is not None else -1
         if k not in mine_by_kind:
-            mine_by_kind[k] = weights(mine, k) ** 2
-        w_mine = mine_by_kind[k]
-        norm_mine = float(w_mine.sum())
+            w2 = weights(mine, k) ** 2
+            mine_by_kind[k] = (w2, float(w2.sum()))
+        w_mine, norm_mine = mine_by_kind[k]
+        if norm_mine <= 0:
+            continue
         theirs = np.asarray(index.tokens_of(other), dtype=np.int64)
         norm_theirs = float((weights(theirs, k) ** 2).sum())
-        if norm_mine <= 0 or norm_theirs <= 0:
+        if norm_theirs <= 0:
             continue
         shared = np.isin(mine, theirs, assume_unique=True)
         out[n] = float(w_mine[shared].sum()) / np.sqrt(norm_mine * norm_theirs)

@@ -262,8 +262,8 @@ class SearchIndex:
         pos = np.array([where[r] for r in ids], dtype=np.int64)
         differs = _event_days(m["event_date"]) != self.days_[pos]
         for col in META_COLUMNS:
-            old = self.meta_[col].to_numpy(dtype=object)[pos]
-            differs |= _field_values(m[col]).to_numpy(dtype=object) != old
+            held = np.asarray(self.meta_[col].cat.categories, dtype=object)[self.codes_[col][pos]]
+            differs |= _field_values(m[col]).to_numpy(dtype=object) != held
         return [r for r, d in zip(ids, differs.tolist(), strict=True) if d]
 
     def _cache_codes(self) -> None:
