@@ -197,6 +197,27 @@ def test_word_overlap_weighs_rare_shared_facts_above_common_words() -> None:
     assert np.all(np.diff(scores) <= 0)
 
 
+def test_word_overlap_of_many_partners_at_once_matches_one_by_one() -> None:
+    """The overlap is computed for all partners in one pass: each partner's value is the
+    one it gets alone, a partner listed twice gets it twice, a record with no indexed word
+    (only stop words) scores 0, and no partner gives an empty result."""
+    from themes.duplicates import word_overlap
+
+    ids, texts, vecs, meta = _corpus(300, seed=5)
+    texts[7] = "the and of"  # stop words only: bm25s's empty token, no word
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    others = np.array([3, 7, 250, 3, 0, 120])
+    for by_kind in (False, True):
+        together = word_overlap(index, 0, others, idf_by_kind=by_kind)
+        alone = [word_overlap(index, 0, np.array([o]), idf_by_kind=by_kind)[0] for o in others]
+        np.testing.assert_array_equal(together, np.array(alone, dtype=np.float32))
+        assert together[0] == together[3] > 0
+        assert together[1] == 0.0
+        assert together[4] == pytest.approx(1.0, abs=1e-6)  # itself
+        assert word_overlap(index, 7, others, idf_by_kind=by_kind).tolist() == [0.0] * 6
+    assert len(word_overlap(index, 0, np.array([], dtype=np.int64))) == 0
+
+
 def test_word_overlap_discounts_words_that_look_alike_reports_all_use() -> None:
     from themes.duplicates import _context, word_overlap
 
@@ -532,6 +553,8 @@ def test_index_updates_only_new_and_changed_records(settings, store) -> None:  #
     assert (info.rebuilt, info.added, index.size) == (True, 60, 60)
     index, info = update_index(store, settings)
     assert (info.rebuilt, info.added, info.removed) == (False, 0, 0)
+    assert index.positions(["INC000007", "NOPE", "INC000059"]).tolist() == [
+        index.position("INC000007"), -1, index.position("INC000059")]  # fmt: skip
     _fill_store(store, 5, start=60, seed=1)
     new_text = "retained swab after theatre"
     with store.begin() as conn:
@@ -546,6 +569,9 @@ def test_index_updates_only_new_and_changed_records(settings, store) -> None:  #
     assert (info.added, info.removed, index.size) == (6, 2, 64)
     assert sorted(info.changed_ids)[0] == "INC000003"
     assert index.position("INC000007") is None
+    # the id lookup follows the update: every id at its own position, the removed one gone
+    ids = index.ids_.tolist()
+    assert index.positions([*ids, "INC000007"]).tolist() == [*range(len(ids)), -1]
     hits = index.bm25(index.query_tokens("retained swab"), n=3)[0]
     assert index.ids_[hits[0]] == "INC000003"
 

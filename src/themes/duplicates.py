@@ -77,13 +77,15 @@ def candidates(
     """
     order, days = _by_day(index)
     d = int(index.days_[pos])
-    lo, hi = np.searchsorted(days, [d - max_days, d + max_days + 1])
+    # the bounds in the days' own dtype: a list of Python ints made numpy convert all the
+    # days on every call (0.17 ms a record at 1,000,000 records, against 1 µs)
+    lo, hi = np.searchsorted(days, np.array([d - max_days, d + max_days + 1], dtype=days.dtype))
     cand = order[lo:hi]
     cand = cand[cand != pos]
+    empties = _derived(index, "_dup_empty_codes", _empty_codes)
     for field in match_fields:
         codes = index.codes_[field]
-        cats = index.meta_[field].cat.categories
-        empty = cats.get_loc("") if "" in cats else -2
+        empty = empties[field]
         mine = codes[pos]
         if mine != empty:
             cand = cand[(codes[cand] == mine) | (codes[cand] == empty)]
@@ -145,35 +147,47 @@ def word_overlap(
         discount = np.log1p(m / (df + 0.5)) / np.log1p(m / 0.5)
     idf = index.idf()
     per_kind = kind_idf(index) if idf_by_kind else None
-    kinds = index.codes_["kind"]
-
-    def weights(tokens: np.ndarray, other_kind: int) -> np.ndarray:
-        """Weights of `tokens` (only those: a vocabulary-wide array per pair is too dear at
-        a million records) for a pair of `pos` with a record of `other_kind`."""
-        if per_kind is None:
-            w = idf[tokens]
-        else:
-            w = np.minimum(per_kind[kinds[pos], tokens], per_kind[other_kind, tokens])
-        return w if discount is None else w * discount[tokens]
-
+    kinds = index.codes_["kind"]  # indexed before any conversion: arrays span the index
     out = np.zeros(len(others), dtype=np.float32)
     mine = np.asarray(index.tokens_of(pos), dtype=np.int64)
-    mine_by_kind: dict[int, tuple[np.ndarray, float]] = {}  # squared weights and their sum
-    for n, other in enumerate(others.tolist()):
-        k = int(kinds[other]) if per_kind is not None else -1
-        if k not in mine_by_kind:
-            w2 = weights(mine, k) ** 2
-            mine_by_kind[k] = (w2, float(w2.sum()))
-        w_mine, norm_mine = mine_by_kind[k]
-        if norm_mine <= 0:
-            continue
-        theirs = np.asarray(index.tokens_of(other), dtype=np.int64)
-        norm_theirs = float((weights(theirs, k) ** 2).sum())
-        if norm_theirs <= 0:
-            continue
-        shared = np.isin(mine, theirs, assume_unique=True)
-        out[n] = float(w_mine[shared].sum()) / np.sqrt(norm_mine * norm_theirs)
+    if not len(others) or not len(mine):
+        return out
+    # every partner's distinct tokens at once (a Python loop per pair cost 20 µs a pair):
+    # (partner, token) keys from the CSR token arrays, made distinct, the empty token out
+    starts = np.asarray(index.tok_indptr_[others], dtype=np.int64)
+    lengths = np.asarray(index.tok_indptr_[others + 1], dtype=np.int64) - starts
+    seg = np.repeat(np.arange(len(others), dtype=np.int64), lengths)
+    at = np.arange(len(seg), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    vocab = len(idf)
+    keys = np.unique(seg * vocab + index.tok_ids_[at + starts[seg]].astype(np.int64))
+    seg, tok = keys // vocab, keys % vocab
+    empty = index.tokenizer_.get_vocab_dict().get("")
+    if empty is not None:
+        seg, tok = seg[tok != empty], tok[tok != empty]
+    # a word's weight for the pair: its idf, or the lower of the two kinds' (`kind_idf`),
+    # times the context's discount; the same from either side of the pair
+    if per_kind is None:
+        w = idf[tok]
+        w_mine = np.full(len(others), float((_discounted(idf[mine], discount, mine) ** 2).sum()))
+    else:
+        my_kind, theirs_kind = int(kinds[pos]), kinds[others].astype(np.int64)
+        w = np.minimum(per_kind[my_kind, tok], per_kind[theirs_kind[seg], tok])
+        w_mine = np.zeros(len(others))
+        for k in np.unique(theirs_kind).tolist():
+            wk = np.minimum(per_kind[my_kind, mine], per_kind[k, mine])
+            w_mine[theirs_kind == k] = float((_discounted(wk, discount, mine) ** 2).sum())
+    w2 = _discounted(w, discount, tok) ** 2
+    norm_theirs = np.bincount(seg, weights=w2, minlength=len(others))
+    shared = np.isin(tok, mine)
+    overlap = np.bincount(seg[shared], weights=w2[shared], minlength=len(others))
+    ok = (w_mine > 0) & (norm_theirs > 0)
+    out[ok] = overlap[ok] / np.sqrt(w_mine[ok] * norm_theirs[ok])
     return out
+
+
+def _discounted(w: np.ndarray, discount: np.ndarray | None, tokens: np.ndarray) -> np.ndarray:
+    """Word weights `w` of `tokens`, times the context's discount where there is one."""
+    return w if discount is None else w * discount[tokens]
 
 
 def kind_idf(index: SearchIndex) -> np.ndarray:
@@ -320,6 +334,15 @@ def _derived(index: SearchIndex, name: str, build: Callable[[SearchIndex], T]) -
     return cached[1]
 
 
+def _empty_codes(index: SearchIndex) -> dict[str, int]:
+    """Each filter field's category code for "empty" (-2 where no record leaves it empty)."""
+    out = {}
+    for field in index.codes_:
+        cats = index.meta_[field].cat.categories
+        out[field] = int(cats.get_loc("")) if "" in cats else -2
+    return out
+
+
 def _by_day(index: SearchIndex) -> tuple[np.ndarray, np.ndarray]:
     """Positions in event-date order and their days, cached on the index until it changes."""
 
@@ -372,12 +395,16 @@ def update_duplicates(
         raise ConfigError(
             f"search.duplicate_match_fields has {unknown}; use any of {', '.join(META_COLUMNS)}."
         )
-    indexed = set(index.ids_.tolist())
     with store.connect() as conn:
-        existing = conn.execute(sa.select(near_duplicates.c.record_a, near_duplicates.c.record_b))
-        stale = [(a, b) for a, b in existing if a not in indexed or b not in indexed]
-    changed = [i for i in changed_ids if i in indexed]
-    positions = np.array([index.position(i) for i in changed], dtype=np.int64)
+        existing = [
+            tuple(r)
+            for r in conn.execute(sa.select(near_duplicates.c.record_a, near_duplicates.c.record_b))
+        ]
+    at = index.positions([x for pair in existing for x in pair]).reshape(-1, 2)
+    stale = [pair for pair, (a, b) in zip(existing, at.tolist(), strict=True) if a < 0 or b < 0]
+    found = index.positions(list(changed_ids))
+    changed = [i for i, p in zip(changed_ids, found.tolist(), strict=True) if p >= 0]
+    positions = found[found >= 0]
     pairs = find_pairs(
         index,
         positions,

@@ -355,9 +355,22 @@ class SearchIndex:
 
     def position(self, record_id: str) -> int | None:
         """Where a record sits in the index, or None if it is not indexed."""
+        pos = int(self.positions([record_id])[0])
+        return pos if pos >= 0 else None
+
+    def positions(self, record_ids: Sequence[str]) -> np.ndarray:
+        """Where each record sits in the index, -1 where it is not indexed.
+
+        A hash lookup built once per index version (`version_`): a scan of the ids took
+        6.4 ms a record at 1,000,000 records, so checking every record for near-duplicates
+        (a first run) spent hours finding them.
+        """
         self._check_fitted()
-        hits = np.flatnonzero(self.ids_ == record_id)
-        return int(hits[0]) if len(hits) else None
+        cached = self.__dict__.get("_id_lookup")
+        if cached is None or cached[0] != self.version_:
+            cached = (self.version_, pd.Index(self.ids_))
+            self._id_lookup = cached
+        return cached[1].get_indexer(list(record_ids)).astype(np.int64)
 
     def mask(self, filters: Filters | None) -> np.ndarray | None:
         """Boolean mask of the records a filter keeps (None = all records)."""
