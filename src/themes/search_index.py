@@ -258,8 +258,10 @@ class SearchIndex:
         if not len(ids):
             return []
         m = meta.drop_duplicates("record_id").set_index("record_id").loc[list(ids)]
-        where = {r: i for i, r in enumerate(self.ids_.tolist())}
-        pos = np.array([where[r] for r in ids], dtype=np.int64)
+        pos = self.positions(ids)
+        if (pos < 0).any():
+            missing = [r for r, p in zip(ids, pos.tolist(), strict=True) if p < 0]
+            raise KeyError(f"not indexed: {missing[:3]}")
         differs = _event_days(m["event_date"]) != self.days_[pos]
         for col in META_COLUMNS:
             held = np.asarray(self.meta_[col].cat.categories, dtype=object)[self.codes_[col][pos]]
