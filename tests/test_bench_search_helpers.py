@@ -56,3 +56,31 @@ def test_duplicate_calibration_objectives() -> None:
     t_f1, fit_f1 = bench.calibrate(scores, truth)
     assert fit_f1["f1"] >= fit["f1"]
     assert bench.objective(fit, "worst") == (fit["worst"], fit["mean"], fit["f1"])
+
+
+def test_logistic_check_learns_from_calibration_seeds_only() -> None:
+    """The benchmark's learned-mix row: fitted on calibration seeds' pairs within the date
+    window, applied to each evaluation seed's pairs, pairs past the window never predicted."""
+    bench = _bench_search()
+    n_feats = 1 + len(bench.DUP_OVERLAPS)  # cosine, overlaps; then conflict and day gap
+    rng = np.random.default_rng(0)
+
+    def seed_pairs(seed: int) -> tuple[dict[tuple, tuple], set]:
+        feats, truth = {}, set()
+        for i in range(40):
+            dup = i % 2 == 0
+            level = 0.8 if dup else 0.2
+            x = tuple(level + 0.05 * rng.normal(size=n_feats))
+            feats[(f"A{i}", f"B{i}")] = (*x, 0.0, 0 if i < 36 else 3)
+            if dup:
+                truth.add((f"A{i}", f"B{i}"))
+        return feats, truth
+
+    data = {s: seed_pairs(s) for s in (1, 2, 3)}
+    feats = {s: f for s, (f, _) in data.items()}
+    truth_cal = {(s, *p) for s in (1, 2) for p in data[s][1]}
+    row = bench.logistic_row(feats, [1, 2], [3], truth_cal, {3: data[3][1]}, window=1)
+    r = row["seed 3"]
+    assert r["predicted"] == 18  # the 18 planted pairs within the window; none past it
+    assert r["precision"] == 1.0
+    assert r["planted"] == 20
