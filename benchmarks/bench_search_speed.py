@@ -196,7 +196,14 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
     import psutil
 
     from themes.embed import SentenceTransformerEmbedder
-    from themes.search import make_filters, make_query_embedder, snippet, text_query
+    from themes.search import (
+        make_filters,
+        make_query_embedder,
+        retrieve,
+        similar_terms,
+        snippet,
+        text_query,
+    )
     from themes.search_index import SearchIndex
     from themes.settings import load_settings
 
@@ -243,8 +250,40 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
                 times.append(time.perf_counter() - t)
             return times
 
+        def timed_similar(record_ids: list[str]) -> list[float]:
+            """"More like this" as `Searcher.similar` runs it, filtered, top 10 with texts
+            and snippets: the record found by id, its terms and vector, hybrid retrieval."""
+            inverse = {v: k for k, v in index.tokenizer_.get_vocab_dict().items()}
+            times = []
+            for i, rid in enumerate(record_ids):
+                f = make_filters(**FILTERS[i % len(FILTERS)])
+                t = time.perf_counter()
+                pos = index.position(rid)
+                tokens, weights = similar_terms(index, pos, settings.search)
+                hits = retrieve(
+                    index, tokens=tokens, weights=weights,
+                    vector=np.asarray(index.vectors_[pos], dtype=np.float32),
+                    settings=settings.search, n=11, filters=f, exclude=pos,
+                    sequence=index.sequence_of(pos),
+                )  # fmt: skip
+                ids = [str(index.ids_[p]) for p, *_ in hits[:10]]
+                marks = ",".join("?" * len(ids))
+                rows = dict(
+                    conn.execute(
+                        f"SELECT record_id, clean_text FROM texts WHERE record_id IN ({marks})",
+                        ids,
+                    )
+                )
+                terms = {inverse[t] for t in tokens if t in inverse}
+                _ = [snippet(rows[r], terms) for r in ids]
+                times.append(time.perf_counter() - t)
+            return times
+
         times = timed(queries)
         long_times = timed(long_queries)
+        rng = np.random.default_rng(11)
+        like = [str(index.ids_[p]) for p in rng.choice(index.size, n_queries, replace=False)]
+        like_times = timed_similar(like)
         distinct = [len(index.query_terms(q)[0]) for q in long_queries]
         rss_gb = round(psutil.Process().memory_info().rss / 2**30, 2)
         by_file = resident_by_file()
@@ -271,6 +310,12 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
             "mean_distinct_terms": round(float(np.mean(distinct)), 1),
             "weighted_share": long_query_share(index, long_queries, settings.search),
             "long_query_terms": settings.search.long_query_terms,
+        },
+        "similar": {
+            "records": len(like),
+            "p50_ms": round(1000 * float(np.percentile(like_times, 50)), 1),
+            "p95_ms": round(1000 * float(np.percentile(like_times, 95)), 1),
+            "max_ms": round(1000 * float(np.max(like_times)), 1),
         },
         "short_query_weighted_share": long_query_share(index, queries, settings.search),
         "ann_expansion_search": settings.search.ann_expansion_search,
@@ -344,6 +389,11 @@ def main() -> None:
          m["long_query"]["p95_ms"], "", "", ""]
         for m in (a, e) if "long_query" in m
     ]  # fmt: skip
+    rows += [
+        [m["mode"], '"more like this" (a record)', m["similar"]["p50_ms"],
+         m["similar"]["p95_ms"], "", "", ""]
+        for m in (a, e) if "similar" in m
+    ]  # fmt: skip
     long_note = (
         f" The long queries ({LONG_QUERY_SENTENCES} sentences, a pasted narrative) have "
         f"{a['long_query']['mean_distinct_terms']} distinct indexed words on average; "
@@ -387,6 +437,16 @@ def main() -> None:
                 ],
                 rows,
             ),  # fmt: skip
+            "",
+            (
+                f'"More like this": {a["similar"]["records"]} random indexed records, each '
+                "as `Searcher.similar` runs it (found by id, its terms and stored vector, "
+                "hybrid retrieval under the same rotating filters, itself left out, top-10 "
+                "texts and snippets); the first also builds the id lookup (slowest of the "
+                f"ANN run {a['similar']['max_ms']} ms)."
+                if "similar" in a
+                else ""
+            ),
             "",
             "The index is loaded as the product's searcher loads it: read-only, with the "
             "usearch graph, the BM25 matrix and `vectors.npy` memory-mapped. Peak RSS counts "
