@@ -173,6 +173,18 @@ def test_a_filter_mask_keeps_exactly_the_matching_records() -> None:
     assert not index.mask(cases[4]).any()
 
 
+def test_positions_of_ids_an_index_holds_twice_are_their_first_place() -> None:
+    """Ids are unique in a product index, but one fitted with an id twice still answers
+    (its first place, as the old scan did) rather than failing in the hash lookup."""
+    ids, texts, vecs, meta = _corpus(50)
+    ids[5] = ids[2]
+    meta.loc[5, "record_id"] = ids[2]
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    assert index.positions([ids[6], ids[2], "nope"]).tolist() == [6, 2, -1]
+    assert index.position(ids[2]) == 2 and index.position("nope") is None
+    assert index.positions([]).tolist() == []
+
+
 def test_word_overlap_weighs_rare_shared_facts_above_common_words() -> None:
     from themes.duplicates import candidates, word_overlap
 

@@ -370,9 +370,15 @@ class SearchIndex:
         self._check_fitted()
         cached = self.__dict__.get("_id_lookup")
         if cached is None or cached[0] != self.version_:
-            cached = (self.version_, pd.Index(self.ids_))
+            ids = pd.Index(self.ids_)
+            first = ~ids.duplicated(keep="first")  # an id held twice: its first place
+            cached = (self.version_, ids[first], np.flatnonzero(first))
             self._id_lookup = cached
-        return cached[1].get_indexer(list(record_ids)).astype(np.int64)
+        _, lookup, where = cached
+        hits = lookup.get_indexer(list(record_ids)).astype(np.int64)
+        found = hits >= 0
+        hits[found] = where[hits[found]]
+        return hits
 
     def mask(self, filters: Filters | None) -> np.ndarray | None:
         """Boolean mask of the records a filter keeps (None = all records)."""
