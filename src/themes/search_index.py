@@ -205,7 +205,9 @@ class SearchIndex:
                 "this search index was loaded read-only (memory-mapped, for queries); "
                 "load it with read_only=False to update it"
             )
-        keep_mask = np.isin(self.ids_, np.asarray(list(keep), dtype=object))
+        # a hash lookup: numpy's isin on object arrays compares every pair (62 s for
+        # 100,000 ids, so about 100 minutes at 1,000,000)
+        keep_mask = np.asarray(pd.Index(self.ids_).isin(list(keep)), dtype=bool)
         removed = self.keys_[~keep_mask]
         new_vectors = _check_vectors(new_vectors, len(new_ids))
         if len(new_ids) and not self.dim_:
