@@ -25,7 +25,6 @@ Then the whole configured check, through `update_duplicates` into a fresh SQLite
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -46,15 +45,11 @@ def load_index() -> tuple[Any, dict[str, Any]]:
     import bench_search_speed as speed
     from themes.search_index import SearchIndex
 
-    built_file = speed.WORK / "build.json"
-    if not (speed.WORK / "index").is_dir() or not built_file.is_file():
-        print("building the 1,000,000-record index (bench_search_speed.build; about 7 min)")
-        built = speed.build(1_000_000)
-        built_file.write_text(json.dumps(built))
+    built = speed.ensure_built()
     t0 = time.perf_counter()
     index = SearchIndex.load(speed.WORK / "index")
     print(f"loaded {index.size} records in {time.perf_counter() - t0:.0f} s")
-    return index, json.loads(built_file.read_text())
+    return index, built
 
 
 def check_kwargs(settings: Any, fields: list[str] | None, lexical: bool) -> dict[str, Any]:
