@@ -299,18 +299,16 @@ class SearchIndex:
         return indptr, np.concatenate([np.zeros(0, np.int32), *flats])
 
     def _build_bm25(self) -> None:
-        from themes.bm25 import bm25s as _bm25s
-
-        bm25s = _bm25s()
+        from themes.bm25 import CsrCorpus, CsrTokens, csr_bm25
 
         self.bm25_ = None
         if not len(self.ids_):
             return
         vocab = dict(self.tokenizer_.get_vocab_dict())
-        docs = np.split(self.tok_ids_, self.tok_indptr_[1:-1])
-        corpus = [d.tolist() for d in docs]
-        self.bm25_ = bm25s.BM25(k1=self.bm25_k1, b=self.bm25_b)
-        self.bm25_.index((corpus, vocab), show_progress=False)
+        # bm25s's matrix, built from the token arrays the index already holds (see csr_bm25)
+        corpus = CsrCorpus(CsrTokens(self.tok_indptr_, self.tok_ids_), vocab)
+        self.bm25_ = csr_bm25(k1=self.bm25_k1, b=self.bm25_b)
+        self.bm25_.index(corpus, show_progress=False)
         _use_gil_free_scorer(self.bm25_)
 
     def _build_phrases(self) -> None:
