@@ -19,8 +19,12 @@ def _corpus(seed: int) -> tuple[list[list[int]], dict[str, int]]:
 
 
 @pytest.mark.parametrize("method", ["robertson", "lucene", "atire", "bm25l"])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_matrix_from_token_arrays_is_bm25s_own(method: str, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "chunk"), [(0, 100_000), (1, 7)])
+def test_matrix_from_token_arrays_is_bm25s_own(
+    method: str, seed: int, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the slice of records counted at a time (one slice, or 7 records each)."""
+    monkeypatch.setattr("themes.bm25.CHUNK_RECORDS", chunk)
     docs, vocab = _corpus(seed)
     plain = bm25s().BM25(k1=1.5, b=0.75, method=method)
     plain.index((docs, dict(vocab)), show_progress=False)

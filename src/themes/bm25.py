@@ -43,6 +43,8 @@ class CsrCorpus:
 
 
 _CSR_BM25: type | None = None
+CHUNK_RECORDS = 100_000
+"""Records whose (record, token) pairs `csr_bm25` counts at a time."""
 
 
 def csr_bm25(**params: Any) -> Any:
@@ -70,6 +72,7 @@ def csr_bm25(**params: Any) -> Any:
                     self.method in self.methods_requiring_nonoccurrence
                     or self.csc_backend != "numpy"
                 )
+                chunk_records = CHUNK_RECORDS
                 if not isinstance(corpus_token_ids, CsrTokens) or plain:
                     if isinstance(corpus_token_ids, CsrTokens):
                         corpus_token_ids = corpus_token_ids.as_lists()
@@ -78,30 +81,45 @@ def csr_bm25(**params: Any) -> Any:
                     )
                 self.nonoccurrence_array = None  # as bm25s sets it for these variants
                 indptr = np.asarray(corpus_token_ids.indptr, dtype=np.int64)
-                ids = np.asarray(corpus_token_ids.ids, dtype=np.int64)
+                tokens = corpus_token_ids.ids
                 n_docs, n_vocab = len(indptr) - 1, len(unique_token_ids)
                 lengths = np.diff(indptr)
                 avg_doc_len = lengths.mean()
-                # (record, token) pairs, made distinct with their counts: record-major, as
-                # bm25s lists them (the CSC layout orders each token's records anyway)
-                doc = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
-                keys, tf = np.unique(doc * n_vocab + ids, return_counts=True)
-                doc_idx, voc_idx = keys // n_vocab, keys % n_vocab
-                del doc, keys
+                # (record, token) pairs made distinct, with their counts, a slice of records
+                # at a time (bounded memory); record-major, as bm25s lists them
+                docs, vocs, tfs = [], [], []
+                for lo in range(0, n_docs, chunk_records):
+                    hi = min(n_docs, lo + chunk_records)
+                    doc = np.repeat(np.arange(hi - lo, dtype=np.int64), lengths[lo:hi])
+                    part = np.asarray(tokens[indptr[lo] : indptr[hi]]).astype(np.int64)
+                    keys, tf = np.unique(doc * n_vocab + part, return_counts=True)
+                    docs.append((keys // n_vocab + lo).astype(self.int_dtype))
+                    vocs.append((keys % n_vocab).astype(self.int_dtype))
+                    tfs.append(tf.astype(self.dtype))
+                    del doc, part, keys, tf
+                doc_idx, voc_idx = np.concatenate(docs), np.concatenate(vocs)
+                tf = np.concatenate(tfs)
+                del docs, vocs, tfs
                 df = np.bincount(voc_idx, minlength=n_vocab)
                 idf_of = _select_idf_scorer(self.idf_method)
-                idf_array = np.zeros(n_vocab, dtype=self.dtype)
-                for value in np.unique(df[df > 0]).tolist():  # bm25s's scorer, per df
-                    idf_array[df == value] = idf_of(value, N=n_docs)
-                tfc = _select_tfc_scorer(self.method)(
-                    tf_array=tf.astype(self.dtype), l_d=lengths[doc_idx], l_avg=avg_doc_len,
-                    k1=self.k1, b=self.b, delta=self.delta,
-                )  # fmt: skip
-                scores = (idf_array[voc_idx] * tfc).astype(self.dtype)
+                # bm25s's scorer once per distinct document frequency (0 for unused tokens)
+                values, where = np.unique(df, return_inverse=True)
+                per_value = [idf_of(v, N=n_docs) if v else 0.0 for v in values.tolist()]
+                idf_array = np.array(per_value, dtype=self.dtype)[where]
+                tfc_of = _select_tfc_scorer(self.method)
+                scores = np.empty(len(tf), dtype=self.dtype)
+                for lo in range(0, len(tf), chunk_records * 64):
+                    sl = slice(lo, lo + chunk_records * 64)
+                    tfc = tfc_of(
+                        tf_array=tf[sl], l_d=lengths[doc_idx[sl]], l_avg=avg_doc_len,
+                        k1=self.k1, b=self.b, delta=self.delta,
+                    )  # fmt: skip
+                    scores[sl] = idf_array[voc_idx[sl]] * tfc
+                del tf
                 data, indices, csc_indptr = self._np_csc(
                     data=scores,
-                    rows=doc_idx.astype(self.int_dtype),
-                    cols=voc_idx.astype(self.int_dtype),
+                    rows=doc_idx,
+                    cols=voc_idx,
                     shape=(n_docs, n_vocab),
                 )
                 return {"data": data.astype(self.dtype), "indices": indices,
