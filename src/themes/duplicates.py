@@ -161,7 +161,7 @@ def word_overlap(
     vocab = len(idf)
     keys = np.unique(seg * vocab + index.tok_ids_[at + starts[seg]].astype(np.int64))
     seg, tok = keys // vocab, keys % vocab
-    empty = index.tokenizer_.get_vocab_dict().get("")
+    empty = index.empty_token
     if empty is not None:
         seg, tok = seg[tok != empty], tok[tok != empty]
     # a word's weight for the pair: its idf, or the lower of the two kinds' (`kind_idf`),

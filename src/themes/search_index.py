@@ -495,7 +495,7 @@ class SearchIndex:
         """Distinct token ids in first-seen order, without bm25s's empty token: it stands
         for "no word" (a text of only placeholders and stop words), not a term to match."""
         terms = dict.fromkeys(ids)
-        terms.pop(self.tokenizer_.get_vocab_dict().get(""), None)
+        terms.pop(self.empty_token, None)
         return list(terms)
 
     def bm25(
