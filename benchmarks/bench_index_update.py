@@ -53,15 +53,8 @@ def new_records(
 
     pool = speed.sentence_pool()
     pool_vecs = np.load(speed.WORK / f"pool_{len(pool)}.npy")
-    rng = np.random.default_rng(99)
-    lengths = rng.integers(3, 9, n)
-    picks = rng.integers(0, len(pool), (n, 8))
     ids = [f"N{i:07d}" for i in range(n)]
-    texts = [" ".join(pool[j] for j in picks[i, : lengths[i]]) for i in range(n)]
-    keep = np.arange(8)[None, :] < lengths[:, None]
-    v = (pool_vecs[picks] * keep[..., None]).sum(axis=1) / lengths[:, None]
-    v += 0.02 * rng.normal(size=v.shape)
-    vectors = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    texts, vectors = speed.draw_records(np.random.default_rng(99), n, pool, pool_vecs)
     rows = meta.sample(n, random_state=7).reset_index(drop=True).copy()
     rows["record_id"] = ids
     return ids, texts, vectors, rows

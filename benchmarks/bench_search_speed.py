@@ -88,6 +88,26 @@ def write_long_queries(pool: list[str], n: int = 2000) -> None:
     )
 
 
+def draw_records(
+    rng: np.random.Generator, n: int, pool: list[str], pool_vecs: np.ndarray
+) -> tuple[list[str], np.ndarray]:
+    """N synthetic records: texts of 3-8 pool sentences, and float16 vectors that are the
+    mean of those sentences' embeddings plus a little noise, normalised (drawn 100,000 at
+    a time to bound memory)."""
+    lengths = rng.integers(3, 9, n)
+    picks = rng.integers(0, len(pool), (n, 8))
+    texts = [" ".join(pool[j] for j in picks[i, : lengths[i]]) for i in range(n)]
+    vectors = np.zeros((n, pool_vecs.shape[1]), dtype=np.float16)
+    for start in range(0, n, 100_000):
+        end = min(n, start + 100_000)
+        sel = picks[start:end]
+        keep = np.arange(8)[None, :] < lengths[start:end, None]
+        v = (pool_vecs[sel] * keep[..., None]).sum(axis=1) / lengths[start:end, None]
+        v += 0.02 * rng.normal(size=v.shape)
+        vectors[start:end] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+    return texts, vectors
+
+
 def build(n: int) -> dict[str, Any]:
     from themes.embed import SentenceTransformerEmbedder
     from themes.search import new_index
@@ -105,18 +125,8 @@ def build(n: int) -> dict[str, Any]:
         WORK.mkdir(parents=True, exist_ok=True)
         np.save(cached, pool_vecs)
     rng = np.random.default_rng(1)
-    lengths = rng.integers(3, 9, n)
-    picks = rng.integers(0, len(pool), (n, 8))
     ids = [f"R{i:07d}" for i in range(n)]
-    texts = [" ".join(pool[j] for j in picks[i, : lengths[i]]) for i in range(n)]
-    vectors = np.zeros((n, pool_vecs.shape[1]), dtype=np.float16)
-    for start in range(0, n, 100_000):
-        end = min(n, start + 100_000)
-        sel = picks[start:end]
-        keep = np.arange(8)[None, :] < lengths[start:end, None]
-        v = (pool_vecs[sel] * keep[..., None]).sum(axis=1) / lengths[start:end, None]
-        v += 0.02 * rng.normal(size=v.shape)
-        vectors[start:end] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+    texts, vectors = draw_records(rng, n, pool, pool_vecs)
     days = rng.integers(0, 6 * 365, n)
     meta = pd.DataFrame(
         {
@@ -239,6 +249,18 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
         long_queries = json.loads((WORK / "queries_long.json").read_text())[:n_queries]
         conn = sqlite3.connect(WORK / "texts.db")
 
+        def read_page(hits: list, terms: set[str]) -> None:
+            """What ends every search: the top 10's texts from SQLite, and snippets."""
+            ids = [str(index.ids_[p]) for p, *_ in hits[:10]]
+            marks = ",".join("?" * len(ids))
+            rows = dict(
+                conn.execute(
+                    f"SELECT record_id, clean_text FROM texts WHERE record_id IN ({marks})",
+                    ids,
+                )
+            )
+            _ = [snippet(rows[r], terms) for r in ids]
+
         def timed(batch: list[str]) -> list[float]:
             times = []
             for i, q in enumerate(batch):
@@ -247,22 +269,14 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
                 _, hits = text_query(
                     index, q, embed=query_embedder, settings=settings.search, n=10, filters=f
                 )
-                ids = [str(index.ids_[p]) for p, *_ in hits]
-                marks = ",".join("?" * len(ids))
-                rows = dict(
-                    conn.execute(
-                        f"SELECT record_id, clean_text FROM texts WHERE record_id IN ({marks})",
-                        ids,
-                    )
-                )
-                terms = set(q.lower().split())
-                _ = [snippet(rows[r], terms) for r in ids]
+                read_page(hits, set(q.lower().split()))
                 times.append(time.perf_counter() - t)
             return times
 
         def timed_similar(record_ids: list[str]) -> list[float]:
-            """"More like this" as `Searcher.similar` runs it, filtered, top 10 with texts
-            and snippets: the record found by id, its terms and vector, hybrid retrieval."""
+            """Each record's "more like this" as `Searcher.similar` runs it, filtered, top
+            10 with texts and snippets: the record found by id, its terms and vector, hybrid
+            retrieval."""
             inverse = {v: k for k, v in index.tokenizer_.get_vocab_dict().items()}
             times = []
             for i, rid in enumerate(record_ids):
@@ -276,16 +290,7 @@ def serve(mode: str, n_queries: int) -> dict[str, Any]:
                     settings=settings.search, n=11, filters=f, exclude=pos,
                     sequence=index.sequence_of(pos),
                 )  # fmt: skip
-                ids = [str(index.ids_[p]) for p, *_ in hits[:10]]
-                marks = ",".join("?" * len(ids))
-                rows = dict(
-                    conn.execute(
-                        f"SELECT record_id, clean_text FROM texts WHERE record_id IN ({marks})",
-                        ids,
-                    )
-                )
-                terms = {inverse[t] for t in tokens if t in inverse}
-                _ = [snippet(rows[r], terms) for r in ids]
+                read_page(hits, {inverse[t] for t in tokens if t in inverse})
                 times.append(time.perf_counter() - t)
             return times
 
