@@ -970,12 +970,16 @@ def demo_store(seed: int, n: int, root: Path, settings):  # noqa: ANN001, ANN201
 
 
 def pr(pred: set, truth: set) -> dict[str, float]:  # noqa: ANN001
-    tp = len(pred & truth)
-    p = tp / len(pred) if pred else 1.0
-    r = tp / len(truth) if truth else 1.0
+    return pr_counts(len(pred & truth), len(pred), len(truth))
+
+
+def pr_counts(tp: int, predicted: int, planted: int) -> dict[str, float]:
+    """Precision, recall and F1 (4 decimals) from the counts."""
+    p = tp / predicted if predicted else 1.0
+    r = tp / planted if planted else 1.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
     return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
-            "predicted": len(pred), "planted": len(truth)}  # fmt: skip
+            "predicted": predicted, "planted": planted}  # fmt: skip
 
 
 DUP_CONTEXTS = (0, 10, 30)
@@ -1071,18 +1075,44 @@ def calibrate(
     criterion: the worst seed's lower of precision and recall, then the mean of that over
     the seeds, then the pooled F1 (reported as an alternative; see the readings).
     """
-    seeds = sorted({k[0] for k in scores} | {k[0] for k in truth})
-    truth_of = {seed: {p for p in truth if p[0] == seed} for seed in seeds}
+    fit_at = fitter(scores, truth)
     best_t, best = 1.0, {"f1": -1.0, "worst": -1.0, "mean": -1.0}
-    for t in np.round(np.arange(0.2, 1.0, 0.01), 2).tolist():  # the threshold reported
-        pred = {p for p, s in scores.items() if s >= t}
-        per = [pr({p for p in pred if p[0] == seed}, truth_of[seed]) for seed in seeds]
-        lows = [min(x["precision"], x["recall"]) for x in per]
-        fit = {"f1": pr(pred, truth)["f1"], "worst": min(lows),
-               "mean": round(float(np.mean(lows)), 4)}  # fmt: skip
+    for t in THRESHOLDS:
+        fit = fit_at(t, t)
         if objective(fit, by) > objective(best, by):
             best_t, best = t, fit
     return best_t, best
+
+
+THRESHOLDS = np.round(np.arange(0.2, 1.0, 0.01), 2).tolist()
+"""The duplicate thresholds calibration tries (and reports)."""
+
+
+def fitter(
+    scores: dict[tuple, float], truth: set, cross: dict[tuple, bool] | None = None
+) -> Callable[[float, float], dict[str, float]]:
+    """fit(threshold, cross-kind threshold) of pooled `scores` against `truth`: the pooled
+    F1, and the worst and mean over the seeds of the lower of precision and recall, as
+    `pr` rounds them (one pass over arrays, not one set per seed and threshold)."""
+    keys = list(scores)
+    seeds = sorted({k[0] for k in scores} | {k[0] for k in truth})
+    at = {seed: i for i, seed in enumerate(seeds)}
+    s = np.array([scores[k] for k in keys], dtype=np.float64)
+    c = np.array([bool(cross and cross[k]) for k in keys], dtype=bool)
+    hit = np.array([k in truth for k in keys], dtype=bool)
+    seed_of = np.array([at[k[0]] for k in keys], dtype=np.int64)
+    planted = np.bincount([at[p[0]] for p in truth], minlength=len(seeds)).tolist()
+
+    def fit(t: float, tc: float) -> dict[str, float]:
+        pred = np.where(c, s >= tc, s >= t)
+        tps = np.bincount(seed_of[pred & hit], minlength=len(seeds)).tolist()
+        ns = np.bincount(seed_of[pred], minlength=len(seeds)).tolist()
+        lows = [min(round(tp / n, 4) if n else 1.0, round(tp / m, 4) if m else 1.0)
+                for tp, n, m in zip(tps, ns, planted, strict=True)]  # fmt: skip
+        return {"f1": pr_counts(sum(tps), sum(ns), len(truth))["f1"], "worst": min(lows),
+                "mean": round(float(np.mean(lows)), 4)}  # fmt: skip
+
+    return fit
 
 
 def objective(fit: dict[str, float], by: str = "f1") -> tuple[float, ...]:
@@ -1092,10 +1122,30 @@ def objective(fit: dict[str, float], by: str = "f1") -> tuple[float, ...]:
     return fit["worst"], fit["mean"], fit["f1"]
 
 
+def calibrate_two(
+    scores: dict[tuple, float], cross: dict[tuple, bool], truth: set, by: str = "f1"
+) -> tuple[tuple[float, float], dict[str, float]]:
+    """The best pair of thresholds (same kind, different kinds) on the pooled calibration
+    seeds, judged as `calibrate` judges one; `cross` says which pairs join two kinds. Ties
+    go to the two thresholds nearest each other, then the lower."""
+    fit_at = fitter(scores, truth, cross)
+    best_ts, best, best_key = (1.0, 1.0), {}, None
+    for t in THRESHOLDS:
+        for tc in THRESHOLDS:
+            fit = fit_at(t, tc)
+            key = (*objective(fit, by), -round(abs(t - tc), 2))
+            if best_key is None or key > best_key:
+                best_ts, best, best_key = (t, tc), fit, key
+    return best_ts, best
+
+
 def pooled(per_seed: dict[int, dict[tuple, Any]], seeds: list[int]) -> dict[tuple, Any]:
     """Pairs of several seeds in one dict (keys carry the seed, so ids never collide)."""
     return {(seed, *pair): v for seed in seeds for pair, v in per_seed[seed].items()}
 
+
+PRODUCT = "product (date+place blocking, cosine + word overlap, sex check)"
+"""The near-duplicate row that the configuration follows."""
 
 NO_HARM = "blocked without harm"
 """Key of the candidate pairs blocked on the configured match fields less `harm`."""
@@ -1125,6 +1175,17 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
     # calibration pools the planted pairs of every calibration seed (about 20 per seed)
     truth_cal = {(seed, *pair) for seed in cal_seeds for pair in data[seed][1]}
     cal = {blocked: pooled(feats[blocked], cal_seeds) for blocked in feats}
+    # which candidate pairs join two kinds (a complaint or claim against an incident)
+    kind_of = {
+        seed: dict(zip(ix.ids_.tolist(), ix.meta_["kind"].astype(str).tolist(), strict=True))
+        for seed, (ix, _) in data.items()
+    }
+    cross = {
+        blocked: {seed: {p: kind_of[seed][p[0]] != kind_of[seed][p[1]] for p in f[seed]}
+                  for seed in f}
+        for blocked, f in feats.items()
+    }  # fmt: skip
+    cross_cal = {blocked: pooled(cross[blocked], cal_seeds) for blocked in feats}
     # the product: neighbour context, weight and threshold chosen together on calibration,
     # with the configured patient-sex conflict penalty (and, for the ablation, without it)
     penalty = settings.search.duplicate_sex_conflict_penalty
@@ -1166,7 +1227,8 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
     if NO_HARM in feats:
         _, nh_k, nh_w, _ = best_fit(penalty, (best_d,), NO_HARM)
     methods = {
-        "product (date+place blocking, cosine + word overlap, sex check)": (
+        PRODUCT: (True, best_w, best_k, penalty, best_d),
+        "product with one threshold for every pair (not by kinds)": (
             True, best_w, best_k, penalty, best_d),
         "product with a 2-day date window": (True, two_w, two_k, penalty, 2),
         "product calibrated on the worst seed, not F1": (
@@ -1182,19 +1244,33 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
         "cosine only (no blocking)": (False, 0.0, 0, 0.0, None),
     }  # fmt: skip
     for name, (blocked, w, k, pen, d, *by) in methods.items():
-        t, _ = calibrate(scored(cal[blocked], w, k, pen, d), truth_cal, *by)
+        # the product's rows calibrate a threshold for pairs of one kind and one for pairs
+        # of two kinds; the baselines and the "one threshold" row one for all pairs
+        two = name.startswith("product") and "one threshold" not in name
+        if two:
+            (t, tc), _ = calibrate_two(
+                scored(cal[blocked], w, k, pen, d), cross_cal[blocked], truth_cal, *by
+            )
+        else:
+            t, _ = calibrate(scored(cal[blocked], w, k, pen, d), truth_cal, *by)
+            tc = t
         k = k if isinstance(k, tuple) else (k, False)
         rows: dict[str, Any] = {"lexical_weight": w, "context": k[0], "idf_by_kind": k[1],
-                                "sex_penalty": pen, "date_window": d, "threshold": t}  # fmt: skip
+                                "sex_penalty": pen, "date_window": d, "threshold": t,
+                                "cross_kind_threshold": tc}  # fmt: skip
         for seed in eval_seeds:
             sc = scored(feats[blocked][seed], w, k, pen, d)
-            rows[f"seed {seed}"] = pr({p for p, s in sc.items() if s >= t}, data[seed][1])
+            x = cross[blocked][seed]
+            rows[f"seed {seed}"] = pr(
+                {p for p, s in sc.items() if s >= (tc if x[p] else t)}, data[seed][1]
+            )
         out[name] = rows
     # a learned mix of every pair feature: does a richer model than one score beat it?
     out["logistic regression on every pair feature"] = logistic_row(
         feats[True], cal_seeds, eval_seeds, truth_cal, {s: d[1] for s, d in data.items()}, best_d
     )
     cfg_w, cfg_t = settings.search.duplicate_lexical_weight, settings.search.duplicate_threshold
+    cfg_tc = settings.search.duplicate_cross_kind_threshold
     cfg_k = (settings.search.duplicate_context, settings.search.duplicate_idf_by_kind)
     cfg_d = settings.search.duplicate_max_days
     if cfg_k not in DUP_OVERLAPS or cfg_d not in DUP_WINDOWS:
@@ -1206,12 +1282,13 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
         "sex_penalty": penalty,
         "date_window": cfg_d,
         "threshold": cfg_t,
+        "cross_kind_threshold": cfg_tc,
         **{
             f"seed {seed}": pr(
                 {
                     p
                     for p, s in scored(feats[True][seed], cfg_w, cfg_k, penalty, cfg_d).items()
-                    if s >= cfg_t
+                    if s >= (cfg_tc if cross[True][seed][p] else cfg_t)
                 },
                 data[seed][1],
             )
@@ -1283,6 +1360,12 @@ def dup_precision_stability(settings, n: int, seed: int) -> dict[str, Any]:  # n
             "decided_differently": sum((a[p] >= ss.duplicate_threshold)
                                        != (b[p] >= ss.duplicate_threshold) for p in common),
             }  # fmt: skip
+
+
+def thresholds(row: dict[str, Any]) -> str:
+    """A near-duplicate row's threshold, or its two (one kind / two kinds) where they differ."""
+    t, tc = row["threshold"], row.get("cross_kind_threshold", row["threshold"])
+    return f"{t}" if tc == t else f"{t} / {tc}"
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -1567,8 +1650,9 @@ def markdown(res: dict[str, Any]) -> str:
             "pooled planted "
             "pairs of seeds "
             f"{', '.join(map(str, d.get('calibration_seeds', [d.get('calibration_seed')])))} "
-            "(best F1), "
-            "then applied to the evaluation seeds).",
+            "(best F1); with those, the product's rows calibrate one threshold for pairs "
+            "of one kind and one for pairs of two kinds (a complaint or claim against an "
+            "incident) together; then all are applied to the evaluation seeds).",
             "",
         ]
         names = [k for k in d if isinstance(d[k], dict) and "lexical_weight" in d[k]]
@@ -1576,7 +1660,7 @@ def markdown(res: dict[str, Any]) -> str:
         for name in names:
             for seed in d["evaluation_seeds"]:
                 r = d[name][f"seed {seed}"]
-                w, t = d[name]["lexical_weight"], d[name]["threshold"]
+                w, t = d[name]["lexical_weight"], thresholds(d[name])
                 window = d[name].get("date_window", "—")
                 rows.append([name, window if window is not None else "—", w,
                              d[name].get("context", 0),
@@ -1585,8 +1669,9 @@ def markdown(res: dict[str, Any]) -> str:
                              r["precision"], r["recall"], r["predicted"],
                              r["planted"]])  # fmt: skip
         lines += [md_table(["method", "date window (days)", "word weight", "context",
-                            "IDF by kind", "threshold", "seed", "precision", "recall",
-                            "predicted", "planted"], rows), ""]  # fmt: skip
+                            "IDF by kind", "threshold (one kind / two kinds)", "seed",
+                            "precision", "recall", "predicted", "planted"], rows),
+                  ""]  # fmt: skip
         product = next((k for k in names if k.startswith("product")), None)
         if product is not None:
             r = d[product]
@@ -1602,7 +1687,7 @@ def markdown(res: dict[str, Any]) -> str:
             lines += [f"Calibrated settings (date window {r.get('date_window')} days, word "
                       f"weight {r['lexical_weight']}, context {r.get('context', 0)}, IDF by "
                       f"kind {'yes' if r.get('idf_by_kind') else 'no'}, threshold "
-                      f"{r['threshold']}): the lowest "
+                      f"{thresholds(r)}): the lowest "
                       f"precision or recall over the evaluation seeds is **{worst}** "
                       f"(target ≥ 0.9: {verdict}); pooled over them, precision {pooled_p} and "
                       f"recall {pooled_r}.", ""]  # fmt: skip
@@ -1616,16 +1701,16 @@ def markdown(res: dict[str, Any]) -> str:
                           f"{st['decided_differently']} pair(s) decided differently.",
                           ""]  # fmt: skip
             c = d.get("configured")
-            chosen = (r["lexical_weight"], r.get("context", 0), r["threshold"],
+            chosen = (r["lexical_weight"], r.get("context", 0), thresholds(r),
                       r.get("date_window"), bool(r.get("idf_by_kind")))  # fmt: skip
-            shipped = (c["lexical_weight"], c.get("context", 0), c["threshold"],
+            shipped = (c["lexical_weight"], c.get("context", 0), thresholds(c),
                        c.get("date_window"), bool(c.get("idf_by_kind"))) if c else None  # fmt: skip
             if c and shipped != chosen:
                 lines += [f"_The configuration shipped during this run (date window "
                           f"{c.get('date_window')}, word weight {c['lexical_weight']}, context "
                           f"{c.get('context', 0)}, IDF by kind "
                           f"{'yes' if c.get('idf_by_kind') else 'no'}, threshold "
-                          f"{c['threshold']}) differs from the "
+                          f"{thresholds(c)}) differs from the "
                           "calibrated settings; `config/themes.toml` is to be set to the "
                           "calibrated ones._", ""]  # fmt: skip
     lines += ["Command: `python benchmarks/bench_search.py`"]
@@ -1651,8 +1736,8 @@ def main() -> None:
     ap.add_argument("--bm25-demo-records", type=int, default=2000)
     ap.add_argument("--fft-queries", type=int, default=500)
     ap.add_argument("--dup-records", type=int, default=2000)
-    ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=list(range(101, 116)))
-    ap.add_argument("--dup-eval-seeds", type=int, nargs="+", default=list(range(116, 126)))
+    ap.add_argument("--dup-cal-seeds", type=int, nargs="+", default=list(range(101, 126)))
+    ap.add_argument("--dup-eval-seeds", type=int, nargs="+", default=list(range(126, 136)))
     ap.add_argument("--markdown-only", action="store_true", help="Re-render the saved results.")
     args = ap.parse_args()
     if args.markdown_only:

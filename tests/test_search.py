@@ -337,6 +337,40 @@ def test_a_pairs_score_is_the_same_whichever_record_is_checked() -> None:
     assert one and one <= two  # every pair found from record 0 is found from its partners
 
 
+def test_pairs_of_two_kinds_are_judged_by_their_own_threshold() -> None:
+    """A complaint against an incident report pairs from `cross_kind_threshold`, two
+    records of one kind from `threshold`; without it, one threshold judges every pair."""
+    from themes.duplicates import candidates, find_pairs
+
+    ids, texts, vecs, meta = _corpus(400, seed=5)
+    meta["event_date"] = date(2025, 1, 1)
+    fields: list[str] = []
+    kw = {"max_days": 1, "match_fields": fields, "lexical_weight": 0.5}
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    kinds = meta["kind"].to_numpy()
+    rows = np.arange(40)
+    scores = {}
+    for a in rows.tolist():
+        cand, sc = candidates(index, a, **kw)
+        for b, v in zip(cand.tolist(), sc.tolist(), strict=True):
+            scores[(min(a, b), max(a, b))] = v
+    high, low = (float(x) for x in np.quantile(list(scores.values()), [0.95, 0.8]))
+
+    def found(**thresholds: float) -> set[tuple[int, int]]:
+        return {(a, b) for a, b, *_ in find_pairs(index, rows, **kw, **thresholds)}
+
+    def expected(same: float, cross: float) -> set[tuple[int, int]]:
+        return {p for p, v in scores.items()
+                if v >= (cross if kinds[p[0]] != kinds[p[1]] else same)}  # fmt: skip
+
+    two = found(threshold=high, cross_kind_threshold=low)
+    assert two == expected(high, low)
+    assert any(kinds[a] == kinds[b] for a, b in two)
+    assert any(kinds[a] != kinds[b] for a, b in two)
+    assert found(threshold=low, cross_kind_threshold=high) == expected(low, high)
+    assert found(threshold=high) == expected(high, high) != two
+
+
 def test_reports_about_a_man_and_a_woman_are_not_one_event() -> None:
     from themes.duplicates import candidates, sex_conflicts, subject_sex
 

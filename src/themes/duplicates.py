@@ -6,12 +6,15 @@ apart, they agree on `search.duplicate_match_fields` (site, location, specialty,
 and harm level by default; an empty field does not count against them; the harm level is
 the factors step's, so where one report leaves severity blank its text can still say "no
 harm" against the other's "moderate harm"), and their duplicate score is at
-least `search.duplicate_threshold`. The score mixes the embeddings' cosine (same kind of
-event, any wording) with an IDF-weighted overlap of their words (the same specific facts:
-which drug, which device, which finding; with `search.duplicate_idf_by_kind`, a word's
-rarity is judged among records of the pair's kinds, so claims' and complaint responses'
-stock phrasing counts for little), weighted by `search.duplicate_lexical_weight`;
-the weight and the threshold are calibrated on the demo's planted duplicates
+least `search.duplicate_threshold` (two records of one kind) or
+`search.duplicate_cross_kind_threshold` (a complaint or claim against an incident: one
+event told by a relative and by staff shares fewer words than two staff reports of it).
+The score mixes the embeddings' cosine (same kind of event, any wording) with an
+IDF-weighted overlap of their words (the same specific facts: which drug, which device,
+which finding; with `search.duplicate_idf_by_kind`, a word's rarity is judged among
+records of the pair's kinds, so claims' and complaint responses' stock phrasing counts
+for little), weighted by `search.duplicate_lexical_weight`; the weight and the two
+thresholds are calibrated on the demo's planted duplicates
 (benchmarks/bench_search.py). Two reports of one event are about one patient: when one
 refers to its subject only as "he" (or "my husband", "my father", ...) and the other only
 as "she" ("my wife", "my mum", ...), the pair's score drops by
@@ -364,18 +367,27 @@ def find_pairs(
     context: int = 0,
     sex_conflict_penalty: float = 0.0,
     idf_by_kind: bool = False,
+    cross_kind_threshold: float | None = None,
 ) -> list[tuple[int, int, float, int]]:
-    """(position a, position b, score, day gap) with a < b, for pairs involving `positions`."""
+    """(position a, position b, score, day gap) with a < b, for pairs involving `positions`
+    whose score reaches `threshold`, or `cross_kind_threshold` (when given) for a pair of
+    records of different kinds."""
     out: dict[tuple[int, int], tuple[float, int]] = {}
+    kinds = index.codes_["kind"]
+    cross = threshold if cross_kind_threshold is None else cross_kind_threshold
+    lowest = min(threshold, cross)
     for row in np.asarray(positions, dtype=np.int64).tolist():
         cand, sims = candidates(
             index, row, max_days=max_days, match_fields=match_fields,
             lexical_weight=lexical_weight, context=context,
             sex_conflict_penalty=sex_conflict_penalty, idf_by_kind=idf_by_kind,
         )  # fmt: skip
+        score = sims.astype(np.float64)  # compared as Python floats, like the settings
+        keep = score >= lowest
+        if cross != threshold:
+            keep &= score >= np.where(kinds[cand] != kinds[row], cross, threshold)
+        cand, sims = cand[keep], sims[keep]
         for other, sim in zip(cand.tolist(), sims.tolist(), strict=True):
-            if sim < threshold:
-                break
             gap = abs(int(index.days_[row]) - int(index.days_[other]))
             out[(min(row, other), max(row, other))] = (sim, gap)
     return [(a, b, s, g) for (a, b), (s, g) in sorted(out.items())]
@@ -415,6 +427,7 @@ def update_duplicates(
         context=settings.duplicate_context,
         sex_conflict_penalty=settings.duplicate_sex_conflict_penalty,
         idf_by_kind=settings.duplicate_idf_by_kind,
+        cross_kind_threshold=settings.duplicate_cross_kind_threshold,
     )
     now = utcnow()
     rows = [

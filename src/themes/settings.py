@@ -245,8 +245,15 @@ class SearchSettings(_Section):
     exported once into `<data_dir>/query_encoder/` and checked against torch (the same
     vectors, less per-query overhead; benchmarks/profile_search_query.py). "torch": the
     model as loaded. If the ONNX copy cannot be built, queries use torch, with a warning."""
-    duplicate_threshold: float = 0.29
-    """Duplicate score from which two records are near-duplicates (calibrated on demo data)."""
+    duplicate_threshold: float = 0.38
+    """Duplicate score from which two records of the same kind (two incident reports, two
+    complaints) are near-duplicates (calibrated on demo data)."""
+    duplicate_cross_kind_threshold: float = 0.22
+    """Duplicate score from which two records of different kinds (a complaint or claim
+    against an incident report) are near-duplicates. One event told by a relative and by
+    the staff involved shares fewer words than two staff reports of it, while two staff
+    reports of different events on one ward share the ward's phrasing; so the two are
+    calibrated apart on demo data (benchmarks/bench_search.py)."""
     duplicate_lexical_weight: float = Field(default=1.0, ge=0.0, le=1.0)
     """Share of the duplicate score given to the IDF-weighted word overlap (the rest is the
     embeddings' cosine); calibrated with the threshold on demo data."""
