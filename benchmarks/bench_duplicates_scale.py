@@ -66,6 +66,7 @@ def check_kwargs(settings: Any, fields: list[str] | None, lexical: bool) -> dict
             "context": s.duplicate_context,
             "sex_conflict_penalty": s.duplicate_sex_conflict_penalty,
             "idf_by_kind": s.duplicate_idf_by_kind,
+            "cross_kind_threshold": s.duplicate_cross_kind_threshold,
         }
     else:  # cosine alone: its threshold is not calibrated, only its cost is compared
         kw["threshold"] = 0.9
@@ -197,6 +198,7 @@ def main() -> None:
         "load_s": load_s,
         "configured": {
             "threshold": s.duplicate_threshold,
+            "cross_kind_threshold": s.duplicate_cross_kind_threshold,
             "max_days": s.duplicate_max_days,
             "match_fields": list(s.duplicate_match_fields),
         },  # fmt: skip
