@@ -164,7 +164,9 @@ def markdown(res: dict[str, Any]) -> str:
     lines += [
         "",
         f"Index loaded in {res['load_s']} s. Configured: threshold "
-        f"{res['configured']['threshold']}, window {res['configured']['max_days']} day(s), "
+        f"{res['configured']['threshold']} (two kinds: "
+        f"{res['configured'].get('cross_kind_threshold', '—')}), "
+        f"window {res['configured']['max_days']} day(s), "
         f"match fields {', '.join(res['configured']['match_fields'])}. Cosine alone is "
         "timed at threshold 0.9 (its cost, not its quality, is compared).",
         "",

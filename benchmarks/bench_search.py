@@ -1296,7 +1296,33 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
         },
     }
     out["precision_stability"] = dup_precision_stability(settings, n, eval_seeds[0])
+    out["rank_first"] = rank_first(data, settings)
     return out
+
+
+def rank_first(data: dict[int, tuple[SearchIndex, set]], settings) -> dict[str, Any]:  # noqa: ANN001
+    """How often a planted duplicate's partner is the first of its configured candidates
+    (most similar first), checked from both records of every planted pair of every seed."""
+    from themes.duplicates import candidates
+
+    ss = settings.search
+    checked, first, misses = 0, 0, []
+    for seed, (ix, truth) in sorted(data.items()):
+        for a, b in sorted(truth):
+            for dup, partner in ((a, b), (b, a)):
+                cand, _ = candidates(
+                    ix, ix.position(dup), max_days=ss.duplicate_max_days,
+                    match_fields=ss.duplicate_match_fields,
+                    lexical_weight=ss.duplicate_lexical_weight, context=ss.duplicate_context,
+                    sex_conflict_penalty=ss.duplicate_sex_conflict_penalty,
+                    idf_by_kind=ss.duplicate_idf_by_kind,
+                )  # fmt: skip
+                checked += 1
+                if len(cand) and ix.ids_[cand[0]] == partner:
+                    first += 1
+                else:
+                    misses.append([seed, dup, partner])
+    return {"seeds": sorted(data), "checked": checked, "first": first, "misses": misses[:20]}
 
 
 def logistic_row(
@@ -1691,6 +1717,12 @@ def markdown(res: dict[str, Any]) -> str:
                       f"precision or recall over the evaluation seeds is **{worst}** "
                       f"(target ≥ 0.9: {verdict}); pooled over them, precision {pooled_p} and "
                       f"recall {pooled_r}.", ""]  # fmt: skip
+            rf = d.get("rank_first")
+            if rf:
+                lines += [f"Ranked first: from either record of a planted pair, its partner "
+                          f"is the first of the record's configured candidates in "
+                          f"{rf['first']} of {rf['checked']} checks (seeds "
+                          f"{rf['seeds'][0]}-{rf['seeds'][-1]}).", ""]  # fmt: skip
             st = d.get("precision_stability")
             if st:
                 lines += [f"Embedding arithmetic: with the demo store of seed {st['seed']} "
