@@ -371,6 +371,31 @@ def test_pairs_of_two_kinds_are_judged_by_their_own_threshold() -> None:
     assert found(threshold=high) == expected(high, high) != two
 
 
+def test_the_nightly_check_stores_the_pairs_of_both_configured_thresholds(tmp_path) -> None:  # noqa: ANN001
+    """`update_duplicates` (what the nightly flow calls) judges pairs of one kind and pairs
+    of two kinds by their own settings, and stores what `find_pairs` finds with them."""
+    from themes.duplicates import duplicate_groups, find_pairs, update_duplicates
+    from themes.settings import SearchSettings
+    from themes.store import Store
+
+    ids, texts, vecs, meta = _corpus(300, seed=6)
+    meta["event_date"] = date(2025, 1, 1)
+    index = SearchIndex().fit(ids, ids, texts, vecs, meta, model_id="test")
+    settings = SearchSettings(duplicate_threshold=0.3, duplicate_cross_kind_threshold=0.2,
+                              duplicate_lexical_weight=0.0, duplicate_match_fields=["site"],
+                              duplicate_sex_conflict_penalty=0.0)  # fmt: skip
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    update_duplicates(store, index, settings, changed_ids=ids)
+    stored = {tuple(sorted(map(str, pair))) for g in duplicate_groups(store, limit=None)
+              for pair in ((p["record_a"], p["record_b"]) for p in g["pairs"])}  # fmt: skip
+    kw = {"max_days": 1, "match_fields": ["site"]}
+    both = find_pairs(index, np.arange(300), threshold=0.3, cross_kind_threshold=0.2, **kw)
+    expected = {tuple(sorted((str(ids[a]), str(ids[b])))) for a, b, *_ in both}
+    assert stored == expected
+    one = find_pairs(index, np.arange(300), threshold=0.3, **kw)
+    assert len(expected) > len(one) > 0  # the lower cross-kind threshold adds pairs
+
+
 def test_reports_about_a_man_and_a_woman_are_not_one_event() -> None:
     from themes.duplicates import candidates, sex_conflicts, subject_sex
 
