@@ -54,23 +54,18 @@ def load_index() -> tuple[Any, dict[str, Any]]:
 
 def check_kwargs(settings: Any, fields: list[str] | None, lexical: bool) -> dict[str, Any]:
     """`find_pairs` arguments: as configured, or cosine alone (`lexical` False)."""
+    from themes.duplicates import check_args
+
     s = settings.search
-    kw: dict[str, Any] = {
-        "threshold": s.duplicate_threshold,
-        "max_days": s.duplicate_max_days,
-        "match_fields": s.duplicate_match_fields if fields is None else fields,
+    configured = check_args(s)
+    blocking = {
+        "max_days": configured["max_days"],
+        "match_fields": configured["match_fields"] if fields is None else fields,
     }
-    if lexical:
-        kw |= {
-            "lexical_weight": s.duplicate_lexical_weight,
-            "context": s.duplicate_context,
-            "sex_conflict_penalty": s.duplicate_sex_conflict_penalty,
-            "idf_by_kind": s.duplicate_idf_by_kind,
-            "cross_kind_threshold": s.duplicate_cross_kind_threshold,
-        }
-    else:  # cosine alone: its threshold is not calibrated, only its cost is compared
-        kw["threshold"] = 0.9
-    return kw
+    if not lexical:  # cosine alone: its threshold is not calibrated, only its cost is compared
+        return {**blocking, "threshold": 0.9}
+    return {**configured, **blocking, "threshold": s.duplicate_threshold,
+            "cross_kind_threshold": s.duplicate_cross_kind_threshold}  # fmt: skip
 
 
 def timed_sample(index: Any, positions: np.ndarray, kw: dict[str, Any]) -> dict[str, Any]:

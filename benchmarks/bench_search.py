@@ -1303,20 +1303,14 @@ def bench_dups(settings, n: int, cal_seeds: list[int], eval_seeds: list[int]) ->
 def rank_first(data: dict[int, tuple[SearchIndex, set]], settings) -> dict[str, Any]:  # noqa: ANN001
     """How often a planted duplicate's partner is the first of its configured candidates
     (most similar first), checked from both records of every planted pair of every seed."""
-    from themes.duplicates import candidates
+    from themes.duplicates import candidates, check_args
 
-    ss = settings.search
+    kw = check_args(settings.search)
     checked, first, misses = 0, 0, []
     for seed, (ix, truth) in sorted(data.items()):
         for a, b in sorted(truth):
             for dup, partner in ((a, b), (b, a)):
-                cand, _ = candidates(
-                    ix, ix.position(dup), max_days=ss.duplicate_max_days,
-                    match_fields=ss.duplicate_match_fields,
-                    lexical_weight=ss.duplicate_lexical_weight, context=ss.duplicate_context,
-                    sex_conflict_penalty=ss.duplicate_sex_conflict_penalty,
-                    idf_by_kind=ss.duplicate_idf_by_kind,
-                )  # fmt: skip
+                cand, _ = candidates(ix, ix.position(dup), **kw)
                 checked += 1
                 if len(cand) and ix.ids_[cand[0]] == partner:
                     first += 1

@@ -781,7 +781,7 @@ def test_search_finds_the_kind_of_event_and_respects_filters(demo_run, searcher)
 
 @pytest.mark.slow
 def test_planted_near_duplicates_rank_first(demo_run, searcher) -> None:  # noqa: ANN001
-    from themes.duplicates import candidates
+    from themes.duplicates import candidates, check_args
 
     _, pairs = _planted(demo_run)
     index, s = searcher.index, demo_run["settings"].search
@@ -790,12 +790,7 @@ def test_planted_near_duplicates_rank_first(demo_run, searcher) -> None:  # noqa
     ]
     assert len(pairs) >= 5
     for dup, original in pairs:
-        cand, _ = candidates(
-            index, index.position(dup), max_days=s.duplicate_max_days,
-            match_fields=s.duplicate_match_fields, lexical_weight=s.duplicate_lexical_weight,
-            context=s.duplicate_context, sex_conflict_penalty=s.duplicate_sex_conflict_penalty,
-            idf_by_kind=s.duplicate_idf_by_kind,
-        )  # fmt: skip
+        cand, _ = candidates(index, index.position(dup), **check_args(s))
         assert index.ids_[cand[0]] == original, (dup, original)
 
 

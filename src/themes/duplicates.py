@@ -375,22 +375,32 @@ def find_pairs(
     out: dict[tuple[int, int], tuple[float, int]] = {}
     kinds = index.codes_["kind"]
     cross = threshold if cross_kind_threshold is None else cross_kind_threshold
-    lowest = min(threshold, cross)
     for row in np.asarray(positions, dtype=np.int64).tolist():
         cand, sims = candidates(
             index, row, max_days=max_days, match_fields=match_fields,
             lexical_weight=lexical_weight, context=context,
             sex_conflict_penalty=sex_conflict_penalty, idf_by_kind=idf_by_kind,
         )  # fmt: skip
-        score = sims.astype(np.float64)  # compared as Python floats, like the settings
-        keep = score >= lowest
-        if cross != threshold:
-            keep &= score >= np.where(kinds[cand] != kinds[row], cross, threshold)
+        bar = np.where(kinds[cand] != kinds[row], cross, threshold)
+        keep = sims.astype(np.float64) >= bar  # compared as Python floats, like the settings
         cand, sims = cand[keep], sims[keep]
         for other, sim in zip(cand.tolist(), sims.tolist(), strict=True):
             gap = abs(int(index.days_[row]) - int(index.days_[other]))
             out[(min(row, other), max(row, other))] = (sim, gap)
     return [(a, b, s, g) for (a, b), (s, g) in sorted(out.items())]
+
+
+def check_args(settings: SearchSettings) -> dict[str, Any]:
+    """`candidates` arguments (blocking and scoring) as `settings` configure the check;
+    `find_pairs` takes them with the two thresholds."""
+    return {
+        "max_days": settings.duplicate_max_days,
+        "match_fields": settings.duplicate_match_fields,
+        "lexical_weight": settings.duplicate_lexical_weight,
+        "context": settings.duplicate_context,
+        "sex_conflict_penalty": settings.duplicate_sex_conflict_penalty,
+        "idf_by_kind": settings.duplicate_idf_by_kind,
+    }
 
 
 def update_duplicates(
@@ -421,13 +431,8 @@ def update_duplicates(
         index,
         positions,
         threshold=settings.duplicate_threshold,
-        max_days=settings.duplicate_max_days,
-        match_fields=settings.duplicate_match_fields,
-        lexical_weight=settings.duplicate_lexical_weight,
-        context=settings.duplicate_context,
-        sex_conflict_penalty=settings.duplicate_sex_conflict_penalty,
-        idf_by_kind=settings.duplicate_idf_by_kind,
         cross_kind_threshold=settings.duplicate_cross_kind_threshold,
+        **check_args(settings),
     )
     now = utcnow()
     rows = [
