@@ -136,6 +136,51 @@ def test_evaluate_compares_with_bertopic_defaults(tmp_path: Path, settings) -> N
     assert ours["nmi"] >= 0.5  # the planted themes are found
 
 
+@pytest.mark.slow
+def test_evaluate_with_a_taxonomy_reports_what_the_seeds_took(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    from themes.demo import generate_demo
+
+    manifest = generate_demo(tmp_path / "demo", seed=2, n_records=400, messy=False)
+    labels = pd.read_csv(manifest.labels_path)
+    incidents = pd.read_csv(manifest.files["incident"], encoding="cp1252")
+    data = incidents.merge(labels[["record_id", "theme"]], left_on="ID", right_on="record_id")
+    path = tmp_path / "labelled.csv"
+    data[["Description", "theme"]].to_csv(path, index=False)
+    taxonomy = tmp_path / "taxonomy.toml"
+    taxonomy.write_text(
+        '[[theme]]\nname = "Inpatient falls"\ndescription = "Patient falls, slips and trips"\n'
+        'examples = ["Patient found on the floor beside the bed after an unwitnessed fall",\n'
+        '  "Patient slipped in the bathroom and fell, hitting their head"]\n'
+        '[[theme]]\nname = "Car parking charges"\n'
+        'description = "The price of the hospital car park and parking permits"\n'
+    )
+    args = ["evaluate", "--input", str(path), "--text-column", "Description"]
+    result = runner.invoke(
+        app, [*args, "--label-column", "theme", "--taxonomy", str(taxonomy), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    tax = out["taxonomy"]
+    assert tax["file"] == str(taxonomy) and tax["seeds"] == 2
+    assert tax["unused"] == ["Car parking charges"] and tax["seeds_used"] == 1
+    falls = (data["theme"] == "falls").sum()
+    assert 0 < tax["records_seeded"] <= 1.5 * falls
+    assert {m["method"] for m in out["methods"]} == {"themes (project)", "BERTopic defaults"}
+
+
+def test_evaluate_checks_the_taxonomy_before_any_work(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    path = tmp_path / "labelled.csv"
+    path.write_text("text,label\nfell,falls\n")
+    args = ["evaluate", "--input", str(path), "--text-column", "text", "--label-column", "label"]
+    missing = tmp_path / "nope.toml"
+    result = runner.invoke(app, [*args, "--taxonomy", str(missing)])
+    assert result.exit_code == 1 and f"--taxonomy: {missing} does not exist" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[theme]]\ndescription = 'no name'\n")
+    result = runner.invoke(app, [*args, "--taxonomy", str(bad)])
+    assert result.exit_code == 1 and "has no name" in result.stderr
+
+
 def test_bad_search_and_record_filters_are_one_line_errors(settings) -> None:  # noqa: ANN001
     cases = [
         (["search", "fell", "--kind", "accident"], "--kind 'accident' is not a record kind"),

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperArgument, TyperCommand
 
-from themes.errors import RunLockedError, ThemesError
+from themes.errors import ConfigError, RunLockedError, ThemesError
 from themes.records import KINDS
 
 
@@ -379,6 +379,14 @@ def evaluate(
     limit: Annotated[
         int | None, typer.Option(metavar="N", help="Use only the first N usable rows.")
     ] = None,
+    taxonomy: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Seed the project's themes from this taxonomy (TOML or CSV) instead of "
+            "themes.taxonomy_file; reports how many records the seeds took.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fit themes on a labelled file; compare with BERTopic defaults (NMI, ARI, outliers)."""
@@ -388,6 +396,15 @@ def evaluate(
 
     def run() -> dict[str, Any]:
         settings = _settings()
+        if taxonomy is not None:
+            from themes.taxonomy import load_taxonomy
+
+            if not taxonomy.is_file():
+                raise ConfigError(f"--taxonomy: {taxonomy} does not exist.")
+            load_taxonomy(taxonomy)  # a bad file fails here, before minutes of embedding
+            settings = settings.model_copy(
+                update={"themes": settings.themes.model_copy(update={"taxonomy_file": taxonomy})}
+            )
         texts, labels, skipped = load_labelled(
             input_file,
             text_column=text_column,
@@ -406,9 +423,9 @@ def evaluate(
         with _progress() as bar:
             task = bar.add_task("embed", total=len(texts))
             vectors = embedder.encode(texts, progress=lambda n: bar.advance(task, n))
-        model = steps.build_theme_model(settings)
+        model = steps.build_theme_model(settings, embedder)
         scores = compare(texts, labels, vectors, model, seed=settings.themes.seed)
-        return {
+        out = {
             "input": str(input_file),
             "rows": len(texts),
             "labels": len(set(labels)),
@@ -416,6 +433,9 @@ def evaluate(
             "deidentified": deidentify,
             "methods": as_rows(scores),
         }
+        if model.seed_names:
+            out["taxonomy"] = steps.taxonomy_summary(model, settings, n_records=len(texts))
+        return out
 
     result = _guard(run)
     if as_json:
@@ -435,6 +455,16 @@ def evaluate(
             f"{m['seconds']:.0f}",
         )
     console.print(table)
+    tax = result.get("taxonomy")
+    if tax:
+        console.print(
+            f"Seeded from {tax['file']}: {tax['seeds_used']} of {tax['seeds']} taxonomy themes "
+            f"took {tax['records_seeded']} records ({tax['share_seeded']:.1%})."
+        )
+        if tax["unused"]:
+            console.print(
+                "No record reached themes.seed_min_similarity for: " + ", ".join(tax["unused"])
+            )
 
 
 @app.command()

@@ -488,6 +488,12 @@ class ThemeModel:
         best = np.argmax(sims, axis=1)
         return self.theme_ids_[best], sims[np.arange(len(best)), best].astype(np.float32)
 
+    def seed_coverage(self) -> dict[str, int]:
+        """Records in each seeded theme after the fit, for every seed in the taxonomy, in
+        the taxonomy's order: 0 for a seed that no record reached (`seed_min_similarity`)."""
+        sizes = {t.label: t.size for t in getattr(self, "themes_", []) if t.seeded}
+        return {name: sizes.get(name, 0) for name in self.seed_names}
+
     def fitted_scores(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine similarity of each fitted record to its own theme centroid."""
         self._check_fitted()

@@ -89,6 +89,22 @@ def run_summary_markdown(summary: dict[str, Any]) -> str:
             f"- records that changed theme: {registry['moved_records']} "
             "(see `themes history THEME_ID`)",
         ]
+    taxonomy = ((summary.get("themes") or {}).get("themes") or {}).get("extra", {}).get("taxonomy")
+    if taxonomy:
+        lines += [
+            "",
+            "## Seeded themes (taxonomy)",
+            "",
+            f"- {taxonomy['seeds_used']} of {taxonomy['seeds']} taxonomy themes took records: "
+            f"{taxonomy['records_seeded']} records ({taxonomy['share_seeded']:.1%})",
+        ]
+        if taxonomy["unused"]:
+            lines.append(
+                "- No record reached `themes.seed_min_similarity` for: "
+                + ", ".join(taxonomy["unused"])
+                + " (add examples written the way the records are written, or lower the "
+                "setting)"
+            )
     totals = summary.get("totals")
     if totals:
         lines += ["", "## Store totals", ""]

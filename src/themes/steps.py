@@ -334,6 +334,34 @@ def build_theme_model(settings: Settings, embedder: Any = None) -> Any:
     )
 
 
+def taxonomy_summary(model: Any, settings: Settings, *, n_records: int) -> dict[str, Any]:
+    """How much of a fit the taxonomy's seeds took: seeds, seeds with records, records in
+    seeded themes, and the seeds no record reached (logged as a warning, with what to do)."""
+    coverage = model.seed_coverage()
+    unused = [name for name, size in coverage.items() if size == 0]
+    seeded = sum(coverage.values())
+    summary = {
+        "file": str(settings.themes.taxonomy_file),
+        "seeds": len(coverage),
+        "seeds_used": len(coverage) - len(unused),
+        "records_seeded": seeded,
+        "share_seeded": round(seeded / n_records, 4) if n_records else 0.0,
+        "unused": unused,
+    }
+    if unused:
+        log.warning(
+            "%d of %d taxonomy themes in %s took no records: no record reached "
+            "themes.seed_min_similarity (%s) for %s. Add examples written the way the "
+            "records are written, or lower the setting.",
+            len(unused),
+            len(coverage),
+            settings.themes.taxonomy_file,
+            settings.themes.seed_min_similarity,
+            ", ".join(f"'{n}'" for n in unused[:10]) + (" ..." if len(unused) > 10 else ""),
+        )
+    return summary
+
+
 def update_themes(
     store: Store,
     settings: Settings,
@@ -423,6 +451,9 @@ def update_themes(
             )
             store.upsert(conn, assignments, rows, keys=["record_id"])
         progress("themes", 1, 1)
+        extra: dict[str, Any] = {"registry": registry_summary}
+        if model.seed_names:
+            extra["taxonomy"] = taxonomy_summary(model, settings, n_records=len(ids))
         return ThemeUpdate(
             refit=True,
             reason=reason,
@@ -430,7 +461,7 @@ def update_themes(
             n_themes=len(theme_rows),
             assigned=len(rows),
             outliers_before_reassignment=model.n_outliers_before_,
-            extra={"registry": registry_summary},
+            extra=extra,
         )
 
     active = store.active_model()
