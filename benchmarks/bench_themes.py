@@ -30,6 +30,7 @@ from themes.evaluate import as_rows, compare, load_labelled, score  # noqa: E402
 from themes.settings import load_settings  # noqa: E402
 
 FFT = SHARED_DATA / "fft_feedback_v6_labelled.csv"
+FRAMEWORK = SHARED_DATA / "fft_framework_v6_definitions.csv"
 TARGETS = {"nmi": 0.50, "ari": 0.60, "outlier_share": 0.05}
 
 
@@ -37,10 +38,12 @@ def run_dataset(
     name: str,
     texts: list[str],
     labels: list[str],
-    settings,
-    seeds: list[int],  # noqa: ANN001
+    settings,  # noqa: ANN001
+    seeds: list[int],
+    taxonomies: dict[str, Path] | None = None,
 ) -> dict:
-    """Both methods on the same texts and embeddings, once per UMAP seed."""
+    """Both methods on the same texts and embeddings, once per UMAP seed; with
+    `taxonomies` ({row name: taxonomy file}), the project's method seeded from each too."""
     t0 = time.perf_counter()
     clean = steps.clean_texts_for_evaluation(settings, texts)
     clean_s = time.perf_counter() - t0
@@ -58,7 +61,25 @@ def run_dataset(
         t0 = time.perf_counter()
         predicted = supervised_reference(vectors, labels, seed)
         scores.append(score(SUPERVISED, labels, predicted, time.perf_counter() - t0))
-        for row in as_rows(scores):
+        seeded_rows = []
+        for method, path in (taxonomies or {}).items():
+            with_taxonomy = seeded.model_copy(
+                update={"themes": seeded.themes.model_copy(update={"taxonomy_file": path})}
+            )
+            model = steps.build_theme_model(with_taxonomy)
+            t0 = time.perf_counter()
+            model.fit(clean, vectors)
+            taken = steps.taxonomy_summary(model, with_taxonomy, n_records=len(clean))
+            row = score(method, labels, model.labels_, time.perf_counter() - t0)
+            seeded_rows.append(
+                {
+                    **as_rows([row])[0],
+                    "seeds_used": taken["seeds_used"],
+                    "share_seeded": taken["share_seeded"],
+                }
+            )
+        rows = as_rows(scores)  # the project's row, then the seeded ones, then the rest
+        for row in [rows[0], *seeded_rows, *rows[1:]]:
             runs.append({**row, "seed": seed})
     methods = []
     for method in dict.fromkeys(r["method"] for r in runs):
@@ -69,6 +90,11 @@ def run_dataset(
                 **{
                     k: round(sum(r[k] for r in rows) / len(rows), 4)
                     for k in ("nmi", "ari", "outlier_share", "n_themes", "seconds")
+                },
+                **{
+                    k: round(sum(r[k] for r in rows) / len(rows), 4)
+                    for k in ("seeds_used", "share_seeded")
+                    if k in rows[0]
                 },
                 "ari_range": [min(r["ari"] for r in rows), max(r["ari"] for r in rows)],
                 "nmi_range": [min(r["nmi"] for r in rows), max(r["nmi"] for r in rows)],
@@ -84,6 +110,47 @@ def run_dataset(
         "methods": methods,
         "runs": runs,
     }
+
+
+SEEDED_DEFINITIONS = "themes (project) seeded with the framework: names and descriptions"
+SEEDED_EXAMPLES = "themes (project) seeded with the framework: + its worked examples"
+
+
+def framework_taxonomy(
+    path: Path, scored: list[str], out_dir: Path, *, examples: bool
+) -> tuple[Path, dict]:
+    """The FFT-QDC framework as a taxonomy file: one seed per sub-category, named after it,
+    with its description and (if `examples`) its worked examples (the quoted phrases of
+    the `Examples` column). An example found inside any scored comment (case, spacing and
+    punctuation ignored) is left out, so no seed is built from the rows it is scored on."""
+    import re
+
+    def norm(text: str) -> str:
+        return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+
+    haystack = "\n".join(norm(t) for t in scored)
+    frame = pd.read_csv(path)
+    rows, kept, dropped = [], 0, 0
+    for _, r in frame.iterrows():
+        found = []
+        if examples:
+            quoted = re.findall(r"[‘'\"](.+?)[’'\"](?=\s*(?:,|\n|$))", str(r["Examples"]))
+            for q in (q.strip() for q in quoted):
+                if len(norm(q)) < 3:
+                    continue
+                if norm(q) in haystack:
+                    dropped += 1
+                else:
+                    found.append(q.replace("|", "/"))
+            kept += len(found)
+        description = " ".join(str(r["Sub-category description"]).split())
+        rows.append([r["Sub-category"], description, "|".join(found)])
+    out = out_dir / f"fft_framework_{'examples' if examples else 'definitions'}.csv"
+    with out.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "description", "examples"])
+        writer.writerows(rows)
+    return out, {"seeds": len(rows), "examples_kept": kept, "examples_dropped": dropped}
 
 
 ORACLE = "oracle: project themes merged by majority label (uses the labels)"
@@ -136,6 +203,27 @@ def demo_dataset(n: int, seed: int = 3) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+def framework_notes(results: list[dict]) -> list[str]:
+    """What the seeded rows were seeded with."""
+    res = next((r for r in results if r.get("framework")), None)
+    if res is None:
+        return []
+    framework = res["framework"]
+    ex = framework[SEEDED_EXAMPLES]
+    return [
+        "The seeded rows are the product's seeded mode (`themes.taxonomy_file`, records at",
+        "least `themes.seed_min_similarity` (0.6) cosine-similar to a seed join it) with the",
+        f"FFT-QDC framework's {ex['seeds']} sub-categories as seeds "
+        "(`../shared/data/fft_framework_v6_definitions.csv`):",
+        "their names and descriptions, then also their worked examples "
+        f"({ex['examples_kept']} kept; {ex['examples_dropped']} found inside a scored",
+        "comment were left out). The framework reads no row's label; its sub-categories",
+        f"are not quite the data's {res['labels']} labels. 'seeded': share of records in "
+        "seeded themes",
+        "(and seeds that took any).",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo-records", type=int, default=3000)
@@ -155,8 +243,20 @@ def main() -> None:
         texts, labels, skipped = load_labelled(
             FFT, text_column="FFT answer", one_hot_start="Not assigned"
         )
-        res = run_dataset("NHS FFT comments (one label)", texts, labels, settings, args.seeds)
+        taxonomies, framework = {}, {}
+        if FRAMEWORK.is_file():
+            tmp = Path(tempfile.mkdtemp(prefix="themes-framework-"))
+            for method, with_examples in ((SEEDED_DEFINITIONS, False), (SEEDED_EXAMPLES, True)):
+                taxonomies[method], framework[method] = framework_taxonomy(
+                    FRAMEWORK, texts, tmp, examples=with_examples
+                )
+        else:
+            notes.append(f"Seeded rows skipped: {FRAMEWORK} not found.")
+        res = run_dataset(
+            "NHS FFT comments (one label)", texts, labels, settings, args.seeds, taxonomies
+        )
         res["skipped"] = skipped
+        res["framework"] = framework
         results.append(res)
     texts, labels = demo_dataset(args.demo_records)
     results.append(
@@ -174,6 +274,10 @@ def main() -> None:
                     f"{m['ari']:.3f} ({m['ari_range'][0]:.3f}–{m['ari_range'][1]:.3f})",
                     f"{m['outlier_share']:.1%}",
                     f"{m['n_themes']:.0f}",
+                    f"{m['share_seeded']:.1%} ({m['seeds_used']:.0f}/"
+                    f"{res['framework'][m['method']]['seeds']} seeds)"
+                    if "share_seeded" in m
+                    else "—",
                     f"{m['seconds']:.0f}",
                 ]
             )
@@ -181,7 +285,10 @@ def main() -> None:
         [
             "# Theme quality against labels",
             "",
-            md_table(["data", "rows", "method", "NMI", "ARI", "outliers", "themes", "fit s"], rows),
+            md_table(
+                ["data", "rows", "method", "NMI", "ARI", "outliers", "themes", "seeded", "fit s"],
+                rows,
+            ),
             "",
             f"Targets (FFT): NMI ≥ {TARGETS['nmi']}, ARI ≥ {TARGETS['ari']}, "
             f"outliers ≤ {TARGETS['outlier_share']:.0%}.",
@@ -194,6 +301,7 @@ def main() -> None:
             "The logistic-regression row is not a method either: trained on four fifths of",
             "the labels and scored on the rest, it shows how far the same embeddings",
             "separate the human labels when told them.",
+            *framework_notes(results),
             *notes,
             "",
             "Command: `python benchmarks/bench_themes.py --seeds "

@@ -27,6 +27,8 @@ EMBED_ID = "all-MiniLM-L6-v2"
 class ChosenModel:
     """A theme model whose clusters are given: record id -> group name."""
 
+    seed_names: tuple[str, ...] = ()  # no taxonomy
+
     def __init__(self, groups: dict[str, str], order: list[str]) -> None:
         self.groups = groups
         self.order = order  # group names in the order of model theme ids (0, 1, ...)
@@ -132,6 +134,28 @@ def test_refit_keeps_ids_when_the_model_renumbers_its_themes(world, store) -> No
     assert update.extra["registry"]["born"] == 0
     with store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(record_moves)).scalar() == 0
+
+
+@pytest.mark.slow
+def test_a_refit_with_a_taxonomy_reports_what_its_seeds_took(world, settings, monkeypatch) -> None:  # noqa: ANN001
+    from themes.model import ThemeModel
+
+    a = world["vectors"][[r.startswith("A") for r in world["ids"]]].mean(0)
+    model = ThemeModel(
+        seed=0,
+        seed_names=["Group A", "Nowhere"],
+        seed_vectors=np.stack([a, -a]),
+        seed_min_similarity=0.8,
+    )
+    monkeypatch.setattr(steps, "build_theme_model", lambda s, e=None: model)
+    texts = [f"text of {r}" for r in world["ids"]]
+    update = steps.update_themes(
+        steps.open_store(settings), settings, world["ids"], texts, world["vectors"], refit=True
+    )
+    taken = update.extra["taxonomy"]
+    assert taken["seeds"] == 2 and taken["unused"] == ["Nowhere"]
+    assert 20 <= taken["records_seeded"] <= 25 and taken["share_seeded"] <= 0.25
+    assert "registry" in update.extra
 
 
 def test_born_and_retired_themes_and_moves_are_recorded(world, store) -> None:  # noqa: ANN001
