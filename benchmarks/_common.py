@@ -18,9 +18,31 @@ RESULTS = ROOT / "benchmarks" / "results"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+"""CPU flags that decide how fast the embedding runs (`embed.precision` `auto` picks
+bfloat16 only with avx512_bf16 or amx_tile), so results from different hosts compare."""
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU's model name and which of MATRIX_FLAGS it has (Linux; empty elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in info.splitlines():  # the first processor's block is enough
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    model = fields.get("model name", "")
+    return {"cpu_model": model, "cpu_flags": [f for f in MATRIX_FLAGS if f in flags]}
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        **cpu(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -9,7 +9,8 @@ it (long narratives are chunked, never cut). This script measures, in one run:
 2. the word-pieces in the demo's de-identified narratives (the product's own chunking);
 3. the embedding rate on a sample of them in float32, in bfloat16 (the product's batch
    arithmetic where the CPU has it natively, `embed.precision`) and in dynamic int8,
-   with each one's cosine to the float32 vectors;
+   and through ONNX Runtime (the product's own ONNX export, in float32 and quantised to
+   dynamic int8), with each one's cosine to the float32 vectors;
 4. the implied time for the whole corpus, and the floor: word-pieces x FLOPs per
    word-piece / the measured matmul rate (no model can run faster than its matmuls),
    for float32 and for bfloat16 matrix multiplies.
@@ -32,7 +33,12 @@ import numpy as np  # noqa: E402
 
 from _common import md_table, write_result  # noqa: E402
 from themes.demo import generate_demo  # noqa: E402
-from themes.embed import SentenceTransformerEmbedder, native_bf16  # noqa: E402
+from themes.embed import (  # noqa: E402
+    SentenceTransformerEmbedder,
+    _export_onnx,
+    l2_normalise,
+    native_bf16,
+)
 from themes.settings import load_settings  # noqa: E402
 
 
@@ -55,6 +61,39 @@ def layer_flops_per_token(model) -> float:  # noqa: ANN001
     """2 x the parameters of the transformer layers (embedding look-ups cost no FLOPs)."""
     enc = model[0].auto_model.encoder
     return 2.0 * sum(p.numel() for p in enc.parameters() if p.dim() == 2)
+
+
+def onnx_runner(embedder: SentenceTransformerEmbedder, path: Path):  # noqa: ANN201
+    """A function embedding texts through an ONNX Runtime session of `path` as `encode`
+    does: chunked, longest first in batches, mean-pooled, pooled over chunks by length."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    tok = embedder.model.tokenizer
+    size = embedder.settings.batch_size
+
+    def encode(texts: list[str]) -> np.ndarray:
+        owners = [i for i, t in enumerate(texts) for _ in embedder.chunk(t)]
+        pieces = [p for t in texts for p in embedder.chunk(t)]
+        order = np.argsort([-len(p) for p in pieces], kind="stable")
+        out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+        for start in range(0, len(order), size):
+            part = order[start : start + size]
+            batch = tok([pieces[k] for k in part], padding=True, return_tensors="np")
+            mask = batch["attention_mask"].astype(np.int64)
+            hidden = session.run(
+                None, {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": mask}
+            )[0]
+            m = mask[..., None].astype(np.float32)
+            vecs = l2_normalise((hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9))
+            for row, k in zip(vecs, part, strict=True):
+                out[owners[k]] += row * max(1, len(pieces[k]))
+        return l2_normalise(out)
+
+    return encode
 
 
 def demo_texts(n: int) -> list[str]:
@@ -125,8 +164,23 @@ def main() -> None:
     int8_embedder = at("float32")
     int8_embedder._model = quant
     int8, int8_s = timed(int8_embedder)
-    product = SentenceTransformerEmbedder(settings.embed).precision
     runs = {"float32": (fp32, fp32_s), "bfloat16": (bf16, bf16_s), "dynamic int8": (int8, int8_s)}
+    with tempfile.TemporaryDirectory() as tmp:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        exported, quantised = Path(tmp) / "model.onnx", Path(tmp) / "model-int8.onnx"
+        _export_onnx(fp32_embedder, exported)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # the exporter's graph lacks some inferred types: declare float the default
+            quantize_dynamic(exported, quantised, per_channel=True, weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": 1})  # fmt: skip
+        for name, path in (("ONNX Runtime float32", exported), ("ONNX Runtime int8", quantised)):
+            encode = onnx_runner(fp32_embedder, path)
+            encode(sample[:16])  # warm
+            t0 = time.perf_counter()
+            runs[name] = (encode(sample), time.perf_counter() - t0)
+    product = SentenceTransformerEmbedder(settings.embed).precision
     res = {
         "records": len(texts),
         "pieces": len(pieces_all),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _common import PeakMemory, md_table, write_result  # noqa: E402
+from _common import PeakMemory, cpu, md_table, write_result  # noqa: E402
 from themes import steps  # noqa: E402
 from themes.clean import TextCleaner  # noqa: E402
 from themes.deidentify import Deidentifier  # noqa: E402
@@ -211,6 +211,7 @@ def main() -> None:
             mem_inc.peak_gb,
         ],
     ]
+    host = cpu()
     md = "\n".join(
         [
             "# Performance (demo data, this machine)",
@@ -242,6 +243,10 @@ def main() -> None:
             f"{settings.embed.precision}); theme fit: exact UMAP neighbours up to "
             f"{settings.themes.exact_neighbours_max:,} records, keywords from "
             f"{settings.themes.keyword_docs_per_theme} records per theme",
+            f"- CPU: {host.get('cpu_model') or 'unknown'} "
+            f"({', '.join(host.get('cpu_flags') or []) or 'flags unknown'}), "
+            f"{os.cpu_count()} cores: the full run's time depends on it (native bfloat16 "
+            "only with avx512_bf16 or amx_tile)",
             "- Peak memory of the process tree: "
             f"**{max(pss_full, pss_inc)} GB PSS** (target ≤ 4); the "
             f"summed RSS, which counts pages shared by forked workers once per process, "

@@ -32,9 +32,13 @@ def main() -> None:
         if meta.is_file():
             machine = json.loads(meta.read_text()).get("machine", {})
             if machine:
+                host = ""
+                if machine.get("cpu_model"):  # recorded since 2026-12-06
+                    flags = ", ".join(machine.get("cpu_flags") or []) or "none of note"
+                    host = f" ({machine['cpu_model']}; matrix flags: {flags})"
                 text += (
                     f"\n\n_Measured {machine.get('measured_at', '?')} on {machine.get('cpus')} "
-                    f"CPUs, {machine.get('memory_gb')} GB, Python {machine.get('python')}._"
+                    f"CPUs{host}, {machine.get('memory_gb')} GB, Python {machine.get('python')}._"
                 )
         reading = ROOT / "benchmarks" / "readings" / f"{name}.md"
         if reading.is_file():  # hand-written interpretation, kept across reruns
