@@ -80,9 +80,8 @@ def embed_and_theme_task(
 
     store = steps.open_store(settings)
     progress = _progress()
-    ids, texts, vectors, n_new = steps.embed_all(
-        store, SentenceTransformerEmbedder(settings.embed), progress=progress
-    )
+    embedder = SentenceTransformerEmbedder(settings.embed)
+    ids, texts, vectors, n_new = steps.embed_all(store, embedder, progress=progress)
     if not ids:
         return {"embedded": 0, "records": 0, "themes": None}
     update = steps.update_themes(
@@ -96,7 +95,12 @@ def embed_and_theme_task(
         run_id=run_id,
         progress=progress,
     )
-    return {"embedded": n_new, "records": len(ids), "themes": update.__dict__}
+    return {
+        "embedded": n_new,
+        "embed_precision": embedder.precision,
+        "records": len(ids),
+        "themes": update.__dict__,
+    }
 
 
 @task(cache_policy=NO_CACHE)

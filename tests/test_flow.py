@@ -129,6 +129,11 @@ def test_prefect_artifact_summarises_the_run(demo_run) -> None:  # noqa: ANN001
     assert artifacts, "the flow publishes a markdown artifact"
     text = artifacts[-1].data
     assert "Records in" in text and "quarantined" in text and "Themes" in text
+    # the arithmetic the texts were embedded in, which decides a first run's time
+    precision = demo_run["summary"]["themes"]["embed_precision"]
+    assert precision in {"float32", "bfloat16"}
+    expected = f"Newly embedded texts: {demo_run['summary']['themes']['embedded']} (in {precision})"
+    assert any(expected in a.data for a in artifacts), expected
 
 
 def test_nightly_increment_embeds_only_new_records(demo_run) -> None:  # noqa: ANN001

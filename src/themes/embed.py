@@ -101,6 +101,11 @@ class SentenceTransformerEmbedder:
         """The model that `encode` runs: the float32 model, or a bfloat16 copy of it."""
         if self._batch_model is None:
             if self.precision == "float32":
+                if self.settings.precision == "auto" and self.settings.device == "cpu":
+                    log.info(
+                        "embedding in float32: this CPU has no native bfloat16 (AVX512-BF16 "
+                        "or AMX), so large first runs take longer (embed.precision: auto)"
+                    )
                 self._batch_model = self.model
             else:
                 import copy

@@ -52,6 +52,10 @@ def run_summary_markdown(summary: dict[str, Any]) -> str:
         ]
     themes = (summary.get("themes") or {}).get("themes")
     if themes:
+        embedded = summary["themes"].get("embedded", 0)
+        precision = summary["themes"].get("embed_precision")
+        # the arithmetic decides how long a first run takes (README, "How long a run takes")
+        arithmetic = f" (in {precision})" if embedded and precision else ""
         lines += [
             "",
             "## Themes",
@@ -60,7 +64,7 @@ def run_summary_markdown(summary: dict[str, Any]) -> str:
             f"{themes['reason']}",
             f"- Model `{themes['model_id']}` with {themes['n_themes']} themes",
             f"- Records (re)assigned this run: {themes['assigned']}",
-            f"- Newly embedded texts: {summary['themes'].get('embedded', 0)}",
+            f"- Newly embedded texts: {embedded}{arithmetic}",
         ]
         if themes["refit"]:
             lines.append(
