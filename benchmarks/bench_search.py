@@ -1358,9 +1358,15 @@ def dup_precision_stability(settings, n: int, seed: int) -> dict[str, Any]:  # n
     embedded in float32 instead of the configured arithmetic: the largest change over the
     candidate pairs both stores share, and over those at or near (0.03) the threshold."""
     ss = settings.search
+    resolved = SentenceTransformerEmbedder(settings.embed).precision
+    if resolved == "float32":
+        # `auto` on a CPU without native bfloat16 is float32: both stores would be the same
+        # arithmetic and the comparison a trivial 0, so none is made
+        return {"seed": seed, "precision": settings.embed.precision, "resolved": resolved,
+                "compared": False}  # fmt: skip
     scores = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for precision in (settings.embed.precision, "float32"):
+        for precision in (resolved, "float32"):
             s = settings.model_copy(
                 update={"embed": settings.embed.model_copy(update={"precision": precision})}
             )
@@ -1369,10 +1375,11 @@ def dup_precision_stability(settings, n: int, seed: int) -> dict[str, Any]:  # n
                                        (ss.duplicate_context, ss.duplicate_idf_by_kind),
                                        ss.duplicate_sex_conflict_penalty,
                                        ss.duplicate_max_days)  # fmt: skip
-    a, b = scores[settings.embed.precision], scores["float32"]
+    a, b = scores[resolved], scores["float32"]
     common = set(a) & set(b)
     near = [p for p in common if max(a[p], b[p]) >= ss.duplicate_threshold - 0.03]
-    return {"seed": seed, "precision": settings.embed.precision, "pairs": len(common),
+    return {"seed": seed, "precision": settings.embed.precision, "resolved": resolved,
+            "compared": True, "pairs": len(common),
             "max_change": round(max((abs(a[p] - b[p]) for p in common), default=0.0), 4),
             "near_threshold": len(near),
             "max_change_near_threshold": round(max((abs(a[p] - b[p]) for p in near),
@@ -1718,9 +1725,18 @@ def markdown(res: dict[str, Any]) -> str:
                           f"{rf['first']} of {rf['checked']} checks (seeds "
                           f"{rf['seeds'][0]}-{rf['seeds'][-1]}).", ""]  # fmt: skip
             st = d.get("precision_stability")
-            if st:
+            if st and st.get("compared") is False:
+                lines += [f"Embedding arithmetic: not compared. `embed.precision` "
+                          f"{st['precision']} gives {st['resolved']} on this host, the "
+                          "same arithmetic as the float32 reference.", ""]  # fmt: skip
+            elif st:
+                caveat = ("" if "resolved" in st else
+                          " (this result does not record what `auto` resolved to: on a host "
+                          "without native bfloat16 both stores are float32 and a 0 means "
+                          "nothing)")  # fmt: skip
                 lines += [f"Embedding arithmetic: with the demo store of seed {st['seed']} "
-                          f"embedded in float32 instead of {st['precision']}, the configured "
+                          f"embedded in float32 instead of {st.get('resolved', st['precision'])}"
+                          f"{caveat}, the configured "
                           f"score of the {st['pairs']} candidate pairs moves by at most "
                           f"{st['max_change']} ({st['max_change_near_threshold']} for the "
                           f"{st['near_threshold']} within 0.03 of the threshold or above); "
