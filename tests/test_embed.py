@@ -47,6 +47,35 @@ def test_cache_embeds_only_new_texts(embedder: SentenceTransformerEmbedder, stor
     assert np.allclose(first[:2], second[:2])
 
 
+def test_batches_hold_every_piece_once_longest_first_within_both_limits() -> None:
+    e = SentenceTransformerEmbedder(EmbedSettings(batch_size=4, batch_tokens=600))
+    lengths = [10, 254, 30, 120, 254, 5, 5, 5, 5, 5, 60, 900]
+    batches = e.batches(lengths)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    sizes = [lengths[k] + 2 for k in flat]  # [CLS] and [SEP]
+    assert sizes == sorted(sizes, reverse=True)
+    assert [len(b) for b in batches][:3] == [1, 2, 4]  # 902 alone, 2 x 256, 4 x 122 or less
+    for b in batches:
+        padded = len(b) * max(lengths[k] + 2 for k in b)
+        assert len(b) <= 4 and (padded <= 600 or len(b) == 1)
+
+
+@pytest.mark.slow
+def test_batching_does_not_change_the_vectors(embedder: SentenceTransformerEmbedder) -> None:
+    texts = [
+        "Patient fell in the bathroom at night.",
+        "Insulin dose omitted; blood glucose 22 mmol/L on the next check. " * 12,
+        "Daughter was not told about the move to another ward.",
+        "Grade 3 pressure ulcer on the sacrum found on admission. " * 40,
+        "Missed.",
+    ]
+    small = SentenceTransformerEmbedder(EmbedSettings(batch_size=2, batch_tokens=300))
+    small._model = embedder.model
+    assert len(small.batches([n for t in texts for _, n in small._chunks(t)])) > 3
+    assert np.allclose(small.encode(texts), embedder.encode(texts), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_progress_reports_every_text(embedder: SentenceTransformerEmbedder) -> None:
     seen: list[int] = []

@@ -75,6 +75,9 @@ class SentenceTransformerEmbedder:
     chunk vectors are averaged (weighted by chunk length) and re-normalised, so nothing
     is silently cut at the model's 256-token limit.
 
+    Pieces are embedded longest first, in batches of at most `embed.batch_tokens`
+    word-pieces (`batches`), so a batch's activations stay in the CPU's cache.
+
     Batch embedding runs in `precision` (`embed.precision`): in bfloat16 on CPUs that
     have it natively, which halves the time of a full run (benchmarks/
     bench_embed_throughput.py). Single queries (`encode_one`) and the ONNX export always
@@ -150,20 +153,43 @@ class SentenceTransformerEmbedder:
 
     def chunk(self, text: str) -> list[str]:
         """Split a text into overlapping windows that each fit the model."""
+        return [piece for piece, _ in self._chunks(text)]
+
+    def _chunks(self, text: str) -> list[tuple[str, int]]:
+        """`chunk`'s windows, each with its length in word-pieces (special tokens not
+        counted)."""
         tok = self.model.tokenizer
         window = self.model.max_seq_length - 2  # room for [CLS] and [SEP]
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
         if len(offsets) <= window:
-            return [text]
+            return [(text, len(offsets))]
         step = max(1, window - self.settings.chunk_overlap_tokens)
         chunks = []
         for start in range(0, len(offsets), step):
             piece = offsets[start : start + window]
-            chunks.append(text[piece[0][0] : piece[-1][1]])
+            chunks.append((text[piece[0][0] : piece[-1][1]], len(piece)))
             if start + window >= len(offsets):
                 break
         return chunks
+
+    def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Positions of pieces with these word-piece lengths, grouped into batches.
+
+        Longest first over all the pieces, so each batch pads to a length close to its own
+        (sentence-transformers sorts only within one call). A batch holds at most
+        `embed.batch_size` pieces and `embed.batch_tokens` word-pieces once padded to its
+        longest (with [CLS] and [SEP]); a piece longer than that goes alone."""
+        sizes = np.asarray(lengths, dtype=np.int64) + 2
+        order = np.argsort(-sizes, kind="stable")
+        cap, budget = max(1, self.settings.batch_size), max(1, self.settings.batch_tokens)
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            per_batch = max(1, min(cap, budget // int(sizes[order[start]])))
+            out.append(order[start : start + per_batch])
+            start += per_batch
+        return out
 
     def encode_one(self, text: str) -> np.ndarray:
         """One text's L2-normalised vector, as `encode` gives it, for an interactive query.
@@ -188,24 +214,21 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         owners: list[int] = []
         pieces: list[str] = []
+        lengths: list[int] = []
         for i, text in enumerate(texts):
-            for piece in self.chunk(text):
+            for piece, n_tokens in self._chunks(text):
                 owners.append(i)
                 pieces.append(piece)
+                lengths.append(n_tokens)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         weights = np.array([max(1, len(p)) for p in pieces], dtype=np.float32)
         owner_arr = np.asarray(owners)
-        # longest first over all the pieces, so each batch pads to a length close to its
-        # own (sentence-transformers sorts only within one call)
-        order = np.argsort(-weights, kind="stable")
         left = np.bincount(owner_arr, minlength=len(texts))  # pieces still to embed per text
-        batch = self.settings.batch_size * 8
         done = 0
-        for start in range(0, len(order), batch):
-            part = order[start : start + batch]
+        for part in self.batches(lengths):
             vecs = self.batch_model.encode(
                 [pieces[k] for k in part],
-                batch_size=self.settings.batch_size,
+                batch_size=len(part),
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,

