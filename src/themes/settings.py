@@ -92,8 +92,8 @@ class EmbedSettings(_Section):
     """Most pieces of text in one batch."""
     batch_tokens: int = Field(default=2048, ge=1)
     """Most word-pieces in one batch, padding included: long pieces go in small batches,
-    whose activations stay in the CPU's cache (1.11x and 1.43x the throughput of 64 pieces
-    of any length a batch in two runs on a 2-core AVX2 host, benchmarks/
+    whose activations stay in the CPU's cache (1.11x, 1.43x and 1.36x the throughput of 64
+    pieces of any length a batch in three runs on 2-core AVX2 hosts, benchmarks/
     bench_embed_throughput.py). Batching does not change the vectors."""
     max_tokens: int = 256
     chunk_overlap_tokens: int = 32
