@@ -294,3 +294,49 @@ def test_no_network_access_is_attempted(monkeypatch: pytest.MonkeyPatch) -> None
     result = _one(deid, "Mr Patel emailed j.patel@nhs.net and k.lee@example.co.uk.")
     assert result.text.count("[EMAIL_ADDRESS]") == 2
     assert attempts == []
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Description: Emeka Owusu tripped over a drip stand and fell.", "Emeka Owusu"),
+        ("Description: Precious Kelly admitted to Willow Ward.", "Precious Kelly"),
+        ("Handover given.\n03:35 Eileen Costa waited 8 hours for a wash.", "Eileen Costa"),
+        ("Found on the floor. Noor Costa was not repositioned.", "Noor Costa"),
+    ],
+)
+def test_name_lists_find_untitled_names_at_a_sentence_start(text: str, name: str) -> None:
+    from themes.deidentify import NameListRecognizer
+
+    found = [text[r.start : r.end] for r in NameListRecognizer.build().analyze(text, ["PERSON"])]
+    assert found == [name]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Brain Injury was diagnosed on the CT scan.",  # both words also in the lists
+        "Case Review was held on Monday.",
+        "Grace Period ended before the audit.",
+        "Sigmoid Colon was resected.",
+        "West Sussex commenced an investigation.",
+        "Royal College guidance was followed.",
+        "Lister Ward was closed to admissions.",
+        "The patient saw Emeka Owusu later.",  # mid-sentence: left to the NER model
+        "Description: Emeka Owusu.",  # no lower-case word after the pair
+    ],
+)
+def test_name_lists_leave_other_word_pairs(text: str) -> None:
+    from themes.deidentify import NameListRecognizer
+
+    assert NameListRecognizer.build().analyze(text, ["PERSON"]) == []
+
+
+@pytest.mark.slow
+def test_name_lists_setting_turns_the_recogniser_off() -> None:
+    text = "Description: Emeka Owusu tripped over a drip stand and fell forwards."
+    on = _one(Deidentifier(_settings()), text)
+    off = _one(Deidentifier(_settings(name_lists=False)), text)
+    assert on.text == "Description: [PERSON] tripped over a drip stand and fell forwards."
+    # the small spaCy model alone misses this name: the reason the lists exist
+    assert "Emeka Owusu" in off.text, off.text

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -229,6 +230,20 @@ _TITLE_WORD = regex.compile(_TITLES)
 _SEGMENT = regex.compile(r"\S[^\n]*?(?:[.!?](?=\s)|(?=\n)|$)")
 _FIELD_LABEL = regex.compile(r"\p{Lu}[\p{L} /&]{0,40}:[ \t]+")
 _CAPITALISED = regex.compile(r"(?<!\w)\p{Lu}[\p{Ll}'’]+")
+# The start of a sentence or line, past a field label ("Description: ") or a time
+# ("03:35 "): two capitalised name-shaped words, then a lower-case word ("Emeka Owusu
+# was admitted"). The name-list recogniser looks only here, where the NER model misses
+# untitled names most; elsewhere the same word pairs are as often places ("West
+# Sussex", "Battersea Park Road") or things ("Ford Fiesta").
+_NAME_AT_START = regex.compile(
+    r"(?m)(?:^|(?<=[.!?][\"”’)]?[ \t]+))[ \t]*"
+    r"(?:\p{Lu}[\p{L} /&]{0,40}:[ \t]+)?(?:\d{1,2}[:.]\d{2}[ \t]+)?"
+    rf"({_NAME_WORD})[ \t]+({_NAME_WORD})(?=[ \t]+\p{{Ll}})"
+)
+_NOT_NAME_WORD = regex.compile(
+    rf"(?:{_NOT_NAMES}|{_TITLES}|{_PLACE_WORDS}|North|South|East|West|Upper|Lower|Great|"
+    r"Little|New|Old|Saint|River|Lake|Loch|Mount|Port|Fort|Glen)"
+)
 _TRUSTED_RECOGNIZERS = frozenset(
     {"TitledNameRecognizer", "DeceasedNameRecognizer", "AfterSignOffNameRecognizer"}
 )
@@ -446,6 +461,8 @@ def _build_analyzer(settings: DeidentifySettings) -> AnalyzerEngine:
 
     nlp_engine = _offline_spacy_engine(settings.spacy_model)
     recognizers = [r for r in _recognizers() if set(r.supported_entities) & set(settings.entities)]
+    if settings.name_lists and "PERSON" in settings.entities:
+        recognizers.append(NameListRecognizer.build())
     registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
     return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
 
@@ -654,6 +671,114 @@ def _recognizers() -> list[object]:
             ["address", "lives", "resides", "home"],
         ),
     ]
+
+
+@lru_cache(maxsize=1)
+def name_lists() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """Given names and surnames from Faker's person providers (every locale written in
+    Latin script), less stop words and words that are never names here (titles, roles,
+    places, weekdays, months); and common English words, lower-cased: the whole words of
+    the bundled embedding model's uncased word-piece vocabulary. Many names are also
+    common words ("Grace", "Park", "Case", "Young"), so a name word that is not common
+    ("Emeka", "Owusu") is the stronger sign."""
+    import importlib
+    import pkgutil
+
+    import faker.providers.person as providers
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    shape = regex.compile(r"\p{Lu}\p{Ll}+(?:\p{Lu}\p{Ll}+)?(?:['’\-]\p{Lu}?\p{Ll}+)?")
+    given: set[str] = set()
+    family: set[str] = set()
+    for module in pkgutil.iter_modules(providers.__path__):
+        provider = getattr(
+            importlib.import_module(f"{providers.__name__}.{module.name}"), "Provider", None
+        )
+        for attr, into in (
+            ("first_names", given),
+            ("first_names_male", given),
+            ("first_names_female", given),
+            ("first_names_nonbinary", given),
+            ("last_names", family),
+        ):
+            names = getattr(provider, attr, None)
+            if isinstance(names, (list, tuple, dict, set, frozenset)):
+                into.update(n for n in names if isinstance(n, str) and shape.fullmatch(n))
+
+    def usable(words: set[str]) -> frozenset[str]:
+        return frozenset(
+            w
+            for w in words
+            if len(w) >= 3 and w.lower() not in STOP_WORDS and not _NOT_NAME_WORD.fullmatch(w)
+        )
+
+    from themes.embed import bundled_model_path
+
+    vocab = Path(bundled_model_path()) / "vocab.txt"
+    common = frozenset(
+        w for w in vocab.read_text(encoding="utf-8").split() if w.isalpha() and w.islower()
+    )
+    return usable(given), usable(family), common
+
+
+class NameListRecognizer:
+    """Untitled full names the NER model misses at the start of a sentence: two
+    capitalised words followed by a lower-case one ("Description: Emeka Owusu was
+    admitted"), where either word is a listed name that is not a common English word, or
+    the first is a listed given name and the second a listed surname ("Eileen Costa").
+    The small spaCy model misses such names most often there, and most often when they
+    are rare in English text. Pairs of common words that the lists also hold ("Brain
+    Injury", "Case Review", "Grace Period") do not qualify, and spans found here pass the
+    same clinical-term and place checks as the model's."""
+
+    NAME = "NameListRecognizer"
+    SCORE = 0.7
+
+    @staticmethod
+    def build() -> object:
+        from presidio_analyzer import EntityRecognizer, RecognizerResult
+        from spacy.lang.en.stop_words import STOP_WORDS
+
+        given, family, common = name_lists()
+
+        def rare_name(word: str) -> bool:
+            return (word in given or word in family) and word.lower() not in common
+
+        class _Recognizer(EntityRecognizer):
+            def load(self) -> None:
+                pass
+
+            def analyze(self, text, entities, nlp_artifacts=None):  # noqa: ANN001, ANN201
+                out = []
+                for m in _NAME_AT_START.finditer(text):
+                    first, second = m.group(1), m.group(2)
+                    if not (
+                        rare_name(first)
+                        or rare_name(second)
+                        or (first in given and second in family)
+                    ):
+                        continue
+                    if _NOT_NAME_WORD.fullmatch(first) or _NOT_NAME_WORD.fullmatch(second):
+                        continue
+                    if first.lower() in STOP_WORDS or second.lower() in STOP_WORDS:
+                        continue
+                    if _ORG_WORDS.search(f"{first} {second}"):  # "Royal College"
+                        continue
+                    out.append(
+                        RecognizerResult(
+                            entity_type="PERSON",
+                            start=m.start(1),
+                            end=m.end(2),
+                            score=NameListRecognizer.SCORE,
+                            recognition_metadata={
+                                RecognizerResult.RECOGNIZER_NAME_KEY: NameListRecognizer.NAME,
+                                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                            },
+                        )
+                    )
+                return out
+
+        return _Recognizer(supported_entities=["PERSON"], name=NameListRecognizer.NAME)
 
 
 def _org_looks_like_name(text: str) -> bool:
