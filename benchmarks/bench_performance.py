@@ -231,7 +231,8 @@ def main() -> None:
                 rows,
             ),
             "",
-            f"- Cleaning + de-identification: **{clean_rate:.0f} records/s** (target ≥ 100)",
+            f"- Cleaning + de-identification: **{clean_rate:.1f} records/s** (target ≥ 100: "
+            f"{'met' if clean_rate >= 100 else 'missed'})",
             f"- Increment embedded {inc['embedded']} texts for {inc['new_records']} new records"
             f" (only new ones); themes refit: {inc['refit']}",
             f"- Themes found in the full run: {full['n_themes']}",
