@@ -340,3 +340,59 @@ def test_name_lists_setting_turns_the_recogniser_off() -> None:
     assert on.text == "Description: [PERSON] tripped over a drip stand and fell forwards."
     # the small spaCy model alone misses this name: the reason the lists exist
     assert "Emeka Owusu" in off.text, off.text
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "extended"),
+    [
+        ("the death of Nina MAGGS and an inquest", "Nina", "Nina MAGGS"),
+        ("the death of Jake Anthony\nJOHNSON (age 22).", "Jake Anthony", "Jake Anthony\nJOHNSON"),
+        ("On 22/1/18 Ursula Niamh MacEochaigh Keogh intended", "Ursula Niamh MacEochaigh",
+         "Ursula Niamh MacEochaigh Keogh"),
+        ("the view that Rhoda Milling-Binding's car", "Rhoda", "Rhoda Milling-Binding"),
+    ],
+)  # fmt: skip
+def test_extend_names_takes_the_surname_after_a_given_name(
+    text: str, name: str, extended: str
+) -> None:
+    from themes.deidentify import _extend_names
+
+    start = text.index(name)
+    ((s, e, label),) = _extend_names(text, [(start, start + len(name), "PERSON")], None)
+    assert (text[s:e], label) == (extended, "PERSON")
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Nina Consultant reviewed her", "Nina"),  # a role
+        ("Nina Was lost", "Nina"),  # a stop word
+        ("Nina DOB 01/02/1950", "Nina"),  # short capitals that are not a listed surname
+        ("Nina Ward was closed", "Nina"),  # a place word
+        ("at Cookham Wood Young Offenders Institution", "Cookham Wood"),  # no given name
+        ("at Wood Young Offenders Institution", "Wood"),  # an organisation follows
+        ("taken to the James Paget hospital", "James"),  # a place follows
+        ("cycling on Church Lane Headley", "Church Lane"),  # a street
+        ("Nina Parkinson's disease", "Nina"),  # an eponym
+        ("Nina Medical Centre", "Nina"),  # a common word
+    ],
+)
+def test_extend_names_leaves_other_words(text: str, name: str) -> None:
+    from themes.deidentify import _extend_names
+
+    start = text.index(name)
+    span = (start, start + len(name), "PERSON")
+    assert _extend_names(text, [span], None) == [span]
+
+
+@pytest.mark.slow
+def test_surname_in_capitals_after_a_found_name_is_removed() -> None:
+    text = (
+        "On 1 May 2017 I commenced an investigation into the death of Nina MAGGS and an "
+        "inquest was opened. Nina had been unwell for a week."
+    )
+    on = _one(Deidentifier(_settings()), text)
+    off = _one(Deidentifier(_settings(name_lists=False)), text)
+    assert "MAGGS" not in on.text and "Nina" not in on.text, on.text
+    # the small spaCy model stops before the surname: the reason for the extension
+    assert "MAGGS" in off.text, off.text

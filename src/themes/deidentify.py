@@ -146,7 +146,7 @@ _ORG_WORDS = regex.compile(
     r"(?i)\b(?:nhs|trust|hospitals?|council|ltd|limited|plc|services?|team|group|board|"
     r"police|ambulance|college|university|department|unit|ward|centre|center|clinic|"
     r"practice|surgery|health|care|foundation|partnership|commission|agency|authority|"
-    r"society|association|institute|network|committee|office|court|coroner|pharmacy|"
+    r"society|association|institute|institution|network|committee|office|court|coroner|pharmacy|"
     r"bank|church|school|home|house|lodge|road|street|royal|general|infirmary|medical|"
     r"county|city|borough|district|national|british|england|wales|scotland|ireland|"
     r"company|inc|llp|hmp|prison|fire|rescue|cqc|hssib|nice|datix|"
@@ -394,9 +394,15 @@ class Deidentifier:
                 score_threshold=self.settings.score_threshold,
             )
             spans = _resolve(self._filter(text, found))
-            spans = _resolve(
-                [(s, e, t, 1.0) for s, e, t in spans] + _repeat_names(text, spans, self._allow_re)
-            )
+            # surnames after the names found, every other mention of those names, and
+            # surnames after the mentions found that way
+            for _ in range(2 if self.settings.name_lists else 1):
+                if self.settings.name_lists:
+                    spans = _extend_names(text, spans, self._allow_re)
+                spans = _resolve(
+                    [(s, e, t, 1.0) for s, e, t in spans]
+                    + _repeat_names(text, spans, self._allow_re)
+                )
             out.append(DeidResult(text=self._replace(text, spans), entities=spans))
         return out
 
@@ -840,6 +846,79 @@ def _keep_person(text: str, start: int, end: int, allowed: list[tuple[int, int]]
     if _EPONYM_AFTER.match(after) or _PLACE_AFTER.match(after) or _PLACE_LAST.search(span):
         return False
     return not _PLACE_BEFORE.search(text[max(0, start - 8) : start])
+
+
+# A surname-shaped word straight after a found name, on the same line or the next (text
+# taken from PDFs breaks lines inside names): "Keogh", "JOHNSON", "Milling-Binding".
+_SURNAME_AFTER = regex.compile(
+    r"(?:[ \t]+|[ \t]*\n[ \t]*)((?:\p{Lu}['’])?\p{Lu}\p{Ll}+(?:\p{Lu}\p{Ll}+)?(?:-\p{Lu}\p{Ll}+)?"
+    r"|\p{Lu}{3,}(?:['’\-]\p{Lu}{2,})?)(?![\p{L}\d\-])"
+)
+
+
+def _extend_names(
+    text: str, spans: list[tuple[int, int, str]], allow_re: regex.Pattern[str] | None
+) -> list[tuple[int, int, str]]:
+    """Extend a name over the surname the NER model left after it.
+
+    The small spaCy model often finds a given name but stops before a surname it has
+    rarely seen, or one in capitals ("the death of [PERSON] JOHNSON", "[PERSON] Keogh
+    intended"). When a name starts or ends with a listed given name, the next word joins
+    it if it is shaped like a surname and is a listed surname, a hyphenated pair
+    ("Milling-Binding") or not a common English word. Stop words, titles, places,
+    organisation words and allow-listed terms never join, nor does a word followed by
+    an organisation or place word ("Cookham Wood Young Offenders Institution").
+    """
+    if not any(label == "PERSON" for *_, label in spans):
+        return spans
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    given, family, common = name_lists()
+    out = []
+    for start, end, label in spans:
+        if label == "PERSON":
+            words = [w.capitalize() for w in text[start:end].split()] or [""]
+            m = _SURNAME_AFTER.match(text, end)
+            # "Nina", "Annabel Mae", "Ursula Niamh MacEochaigh": a given name, last or first
+            if (
+                m is not None
+                and (words[-1] in given or (len(words) > 1 and words[0] in given))
+                and not _STREET_LAST.search(text[start:end])  # "Church Lane, Headley"
+            ):
+                word = m.group(1)
+                lower = word.lower()
+                if (
+                    lower not in STOP_WORDS
+                    and not _NOT_NAME_WORD.fullmatch(word)
+                    and not _NOT_NAME_WORD.fullmatch(word.capitalize())
+                    and not _ORG_WORDS.search(word)
+                    and not (allow_re is not None and allow_re.fullmatch(word))
+                    and not _EPONYM_AFTER.match(text[m.end(1) : m.end(1) + 40])
+                    and not _org_follows(text, m.end(1))  # "Cookham Wood Young Offenders"
+                    and not _PLACE_AFTER.match(text[m.end(1) : m.end(1) + 30])  # "hospital"
+                    and (
+                        "-" in word
+                        or word in family
+                        or word.capitalize() in family
+                        # not "DOB" or "MRN": short capitals are names only when listed
+                        or (lower not in common and not (word.isupper() and len(word) < 4))
+                    )
+                ):
+                    end = m.end(1)
+        out.append((start, end, label))
+    return out
+
+
+_STREET_LAST = regex.compile(rf"\b{_STREET_SUFFIX}$")
+_CAPITALISED_AFTER = regex.compile(r"(?:[ \t]+\p{Lu}[\p{L}'’\-]*){1,2}")
+
+
+def _org_follows(text: str, end: int) -> bool:
+    """Whether the capitalised words after `end` name an organisation or a place."""
+    after = _CAPITALISED_AFTER.match(text, end)
+    return after is not None and bool(
+        _ORG_WORDS.search(after.group()) or _PLACE_AFTER.match(after.group())
+    )
 
 
 def _repeat_names(
