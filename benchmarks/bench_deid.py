@@ -147,6 +147,8 @@ def pfd_names(deid: Deidentifier, cleaner: TextCleaner, limit: int) -> dict | No
     pairs = []
     for row in rows:
         slug = row["url"].rstrip("/").rsplit("/", 1)[-1]
+        # some slugs end "-prevention-of-future-deaths-report": those words name no one
+        slug = re.sub(r"-prevention-of-future-deaths?-report$", "", slug)
         parts = [p for p in slug.split("-") if p.isalpha() and len(p) > 2]
         text = "\n\n".join(row[c] for c in text_cols if row[c])
         if len(parts) >= 2 and text:
@@ -157,8 +159,9 @@ def pfd_names(deid: Deidentifier, cleaner: TextCleaner, limit: int) -> dict | No
     before = after = 0
     for (first, last, _), raw, result in zip(pairs, texts, deid.deidentify(texts), strict=True):
         name = re.compile(rf"\b(?:{re.escape(first)}|{re.escape(last)})\b", re.IGNORECASE)
-        before += bool(name.search(raw))
-        after += bool(name.search(result.text))
+        # only where written as a name is (Long, LONG, McCabe), not as a word ("long-term")
+        before += any(m.group()[0].isupper() for m in name.finditer(raw))
+        after += any(m.group()[0].isupper() for m in name.finditer(result.text))
     return {
         "reports": len(pairs),
         "with_name_before": before,
