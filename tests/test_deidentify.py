@@ -303,9 +303,13 @@ def test_no_network_access_is_attempted(monkeypatch: pytest.MonkeyPatch) -> None
         ("Description: Precious Kelly admitted to Willow Ward.", "Precious Kelly"),
         ("Handover given.\n03:35 Eileen Costa waited 8 hours for a wash.", "Eileen Costa"),
         ("Found on the floor. Noor Costa was not repositioned.", "Noor Costa"),
+        # mid-sentence, the pair must be rarer: a given name and a surname, one of them
+        # not a common word, or two uncommon words, one of them listed
+        ("Midwife Eze voiced concerns about Nusrat Mwangi but no one came.", "Nusrat Mwangi"),
+        ("The Senior Coroner, Penelope Schofield, commenced an inquest.", "Penelope Schofield"),
     ],
 )
-def test_name_lists_find_untitled_names_at_a_sentence_start(text: str, name: str) -> None:
+def test_name_lists_find_untitled_names(text: str, name: str) -> None:
     from themes.deidentify import NameListRecognizer
 
     found = [text[r.start : r.end] for r in NameListRecognizer.build().analyze(text, ["PERSON"])]
@@ -322,8 +326,12 @@ def test_name_lists_find_untitled_names_at_a_sentence_start(text: str, name: str
         "West Sussex commenced an investigation.",
         "Royal College guidance was followed.",
         "Lister Ward was closed to admissions.",
-        "The patient saw Emeka Owusu later.",  # mid-sentence: left to the NER model
-        "Description: Emeka Owusu.",  # no lower-case word after the pair
+        "Description: Tunde Cooper.",  # at a start, but no lower-case word after the pair
+        "The patient saw Grace Kelly later.",  # mid-sentence, both common words
+        "She jumped from the Tamar Bridge at night.",  # a place word second
+        "Access was via the Cherry Hinton Bypass crossing.",  # a third capitalised word
+        "He was taken to Alder Hey hospital.",  # a place word after
+        "Diagnosed with Brain Injury last year.",
     ],
 )
 def test_name_lists_leave_other_word_pairs(text: str) -> None:

@@ -240,6 +240,14 @@ _NAME_AT_START = regex.compile(
     r"(?:\p{Lu}[\p{L} /&]{0,40}:[ \t]+)?(?:\d{1,2}[:.]\d{2}[ \t]+)?"
     rf"({_NAME_WORD})[ \t]+({_NAME_WORD})(?=[ \t]+\p{{Ll}})"
 )
+# Anywhere else, a pair of name-shaped words not followed by a third capitalised word
+# ("Cherry Hinton Bypass"); the recogniser asks more of the words here.
+_NAME_PAIR = regex.compile(
+    rf"(?<![\p{{L}}\-'’])({_NAME_WORD})[ \t]+({_NAME_WORD})(?![\p{{L}}\-])(?![ \t]+\p{{Lu}})"
+)
+_PLACE_SECOND = regex.compile(
+    rf"(?:{_STREET_SUFFIX}|Bridge|Bypass|Tunnel|Viaduct|Junction|Roundabout|Station)"
+)
 _NOT_NAME_WORD = regex.compile(
     rf"(?:{_NOT_NAMES}|{_TITLES}|{_PLACE_WORDS}|North|South|East|West|Upper|Lower|Great|"
     r"Little|New|Old|Saint|River|Lake|Loch|Mount|Port|Fort|Glen)"
@@ -735,7 +743,13 @@ class NameListRecognizer:
     The small spaCy model misses such names most often there, and most often when they
     are rare in English text. Pairs of common words that the lists also hold ("Brain
     Injury", "Case Review", "Grace Period") do not qualify, and spans found here pass the
-    same clinical-term and place checks as the model's."""
+    same clinical-term and place checks as the model's.
+
+    Elsewhere in a sentence, where such pairs are as often places ("Cherry Hinton",
+    "Tamar Bridge"), a pair counts only when the first is a listed given name and the
+    second a listed surname and one of them is not a common word ("Penelope Schofield"),
+    or when neither is a common word and one is listed ("Nusrat Mwangi"); and not when a
+    third capitalised word, a street or place word follows."""
 
     NAME = "NameListRecognizer"
     SCORE = 0.7
@@ -749,6 +763,15 @@ class NameListRecognizer:
 
         def rare_name(word: str) -> bool:
             return (word in given or word in family) and word.lower() not in common
+
+        def usable(first: str, second: str) -> bool:
+            return not (
+                _NOT_NAME_WORD.fullmatch(first)
+                or _NOT_NAME_WORD.fullmatch(second)
+                or first.lower() in STOP_WORDS
+                or second.lower() in STOP_WORDS
+                or _ORG_WORDS.search(f"{first} {second}")  # "Royal College"
+            )
 
         class _Recognizer(EntityRecognizer):
             def load(self) -> None:
@@ -764,25 +787,39 @@ class NameListRecognizer:
                         or (first in given and second in family)
                     ):
                         continue
-                    if _NOT_NAME_WORD.fullmatch(first) or _NOT_NAME_WORD.fullmatch(second):
+                    if not usable(first, second):
                         continue
-                    if first.lower() in STOP_WORDS or second.lower() in STOP_WORDS:
-                        continue
-                    if _ORG_WORDS.search(f"{first} {second}"):  # "Royal College"
-                        continue
-                    out.append(
-                        RecognizerResult(
-                            entity_type="PERSON",
-                            start=m.start(1),
-                            end=m.end(2),
-                            score=NameListRecognizer.SCORE,
-                            recognition_metadata={
-                                RecognizerResult.RECOGNIZER_NAME_KEY: NameListRecognizer.NAME,
-                                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
-                            },
-                        )
+                    out.append(self._result(m.start(1), m.end(2)))
+                for m in _NAME_PAIR.finditer(text, overlapped=True):
+                    first, second = m.group(1), m.group(2)
+                    rare_first, rare_second = (
+                        first.lower() not in common,
+                        second.lower() not in common,
                     )
+                    if not (
+                        (first in given and second in family and (rare_first or rare_second))
+                        or (rare_first and rare_second and (first in given or second in family))
+                    ):
+                        continue
+                    if not usable(first, second) or _PLACE_SECOND.fullmatch(second):
+                        continue
+                    if _PLACE_AFTER.match(text[m.end(2) : m.end(2) + 30]):
+                        continue
+                    if not any(r.start == m.start(1) and r.end == m.end(2) for r in out):
+                        out.append(self._result(m.start(1), m.end(2)))
                 return out
+
+            def _result(self, start: int, end: int) -> RecognizerResult:
+                return RecognizerResult(
+                    entity_type="PERSON",
+                    start=start,
+                    end=end,
+                    score=NameListRecognizer.SCORE,
+                    recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: NameListRecognizer.NAME,
+                        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                    },
+                )
 
         return _Recognizer(supported_entities=["PERSON"], name=NameListRecognizer.NAME)
 

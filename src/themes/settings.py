@@ -85,7 +85,8 @@ class DeidentifySettings(_Section):
     name_lists: bool = True
     """Also take two capitalised words in a row as a person's name when the first is a
     known given name or the second a known surname (Faker's name lists, every Latin-script
-    locale): catches untitled names the spaCy model misses, e.g. at a sentence's start.
+    locale): catches untitled names the spaCy model misses, e.g. at a sentence's start
+    (elsewhere the pair must be rarer: see `NameListRecognizer`).
     Also extends a name that starts or ends with a known given name over the surname-shaped
     word after it ("Nina MAGGS"), which the model often leaves out."""
 
