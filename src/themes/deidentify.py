@@ -402,17 +402,23 @@ class Deidentifier:
                 score_threshold=self.settings.score_threshold,
             )
             spans = _resolve(self._filter(text, found))
-            # surnames after the names found, every other mention of those names, and
-            # surnames after the mentions found that way
-            for _ in range(2 if self.settings.name_lists else 1):
-                if self.settings.name_lists:
-                    spans = _extend_names(text, spans, self._allow_re)
-                spans = _resolve(
-                    [(s, e, t, 1.0) for s, e, t in spans]
-                    + _repeat_names(text, spans, self._allow_re)
-                )
+            if self.settings.name_lists:  # surnames left after the names found
+                spans = _extend_names(text, spans, self._allow_re)
+            spans = self._with_repeats(text, spans)
+            if self.settings.name_lists:  # surnames after the other mentions found so
+                extended = _extend_names(text, spans, self._allow_re)
+                if extended != spans:
+                    spans = self._with_repeats(text, extended)
             out.append(DeidResult(text=self._replace(text, spans), entities=spans))
         return out
+
+    def _with_repeats(
+        self, text: str, spans: list[tuple[int, int, str]]
+    ) -> list[tuple[int, int, str]]:
+        """The spans with every other mention of the names among them."""
+        return _resolve(
+            [(s, e, t, 1.0) for s, e, t in spans] + _repeat_names(text, spans, self._allow_re)
+        )
 
     def _engine(self) -> AnalyzerEngine:
         if self._analyzer is None:
@@ -888,8 +894,8 @@ def _keep_person(text: str, start: int, end: int, allowed: list[tuple[int, int]]
 # A surname-shaped word straight after a found name, on the same line or the next (text
 # taken from PDFs breaks lines inside names): "Keogh", "JOHNSON", "Milling-Binding".
 _SURNAME_AFTER = regex.compile(
-    r"(?:[ \t]+|[ \t]*\n[ \t]*)((?:\p{Lu}['’])?\p{Lu}\p{Ll}+(?:\p{Lu}\p{Ll}+)?(?:-\p{Lu}\p{Ll}+)?"
-    r"|\p{Lu}{3,}(?:['’\-]\p{Lu}{2,})?)(?![\p{L}\d\-])"
+    rf"(?:[ \t]+|[ \t]*\n[ \t]*)({_NAME_WORD}|\p{{Lu}}{{3,}}(?:['’\-]\p{{Lu}}{{2,}})?)"
+    r"(?![\p{L}\d\-])"
 )
 
 
@@ -931,7 +937,7 @@ def _extend_names(
                     and not _ORG_WORDS.search(word)
                     and not (allow_re is not None and allow_re.fullmatch(word))
                     and not _EPONYM_AFTER.match(text[m.end(1) : m.end(1) + 40])
-                    and not _org_follows(text, m.end(1))  # "Cookham Wood Young Offenders"
+                    and not _org_words_follow(text, m.end(1))  # "Young Offenders Institution"
                     and not _PLACE_AFTER.match(text[m.end(1) : m.end(1) + 30])  # "hospital"
                     and (
                         "-" in word
@@ -950,12 +956,10 @@ _STREET_LAST = regex.compile(rf"\b{_STREET_SUFFIX}$")
 _CAPITALISED_AFTER = regex.compile(r"(?:[ \t]+\p{Lu}[\p{L}'’\-]*){1,2}")
 
 
-def _org_follows(text: str, end: int) -> bool:
-    """Whether the capitalised words after `end` name an organisation or a place."""
+def _org_words_follow(text: str, end: int) -> bool:
+    """Whether the capitalised words after `end` name an organisation."""
     after = _CAPITALISED_AFTER.match(text, end)
-    return after is not None and bool(
-        _ORG_WORDS.search(after.group()) or _PLACE_AFTER.match(after.group())
-    )
+    return after is not None and bool(_ORG_WORDS.search(after.group()))
 
 
 def _repeat_names(
