@@ -306,7 +306,7 @@ def test_no_network_access_is_attempted(monkeypatch: pytest.MonkeyPatch) -> None
         # mid-sentence, the pair must be rarer: a given name and a surname, one of them
         # not a common word, or two uncommon words, one of them listed
         ("Midwife Eze voiced concerns about Nusrat Mwangi but no one came.", "Nusrat Mwangi"),
-        ("The Senior Coroner, Penelope Schofield, commenced an inquest.", "Penelope Schofield"),
+        ("The Senior Coroner, Penelope Okafor, commenced an inquest.", "Penelope Okafor"),
     ],
 )
 def test_name_lists_find_untitled_names(text: str, name: str) -> None:
@@ -353,11 +353,11 @@ def test_name_lists_setting_turns_the_recogniser_off() -> None:
 @pytest.mark.parametrize(
     ("text", "name", "extended"),
     [
-        ("the death of Nina MAGGS and an inquest", "Nina", "Nina MAGGS"),
-        ("the death of Jake Anthony\nJOHNSON (age 22).", "Jake Anthony", "Jake Anthony\nJOHNSON"),
-        ("On 22/1/18 Ursula Niamh MacEochaigh Keogh intended", "Ursula Niamh MacEochaigh",
-         "Ursula Niamh MacEochaigh Keogh"),
-        ("the view that Rhoda Milling-Binding's car", "Rhoda", "Rhoda Milling-Binding"),
+        ("the death of Nina QUARMBY and an inquest", "Nina", "Nina QUARMBY"),
+        ("the death of Liam Anthony\nHARRIS (age 22).", "Liam Anthony", "Liam Anthony\nHARRIS"),
+        ("On 22/1/18 Orla Niamh MacGiolla Osei intended", "Orla Niamh MacGiolla",
+         "Orla Niamh MacGiolla Osei"),
+        ("the view that Rhoda Ashby-Cole's car", "Rhoda", "Rhoda Ashby-Cole"),
     ],
 )  # fmt: skip
 def test_extend_names_takes_the_surname_after_a_given_name(
@@ -396,11 +396,11 @@ def test_extend_names_leaves_other_words(text: str, name: str) -> None:
 @pytest.mark.slow
 def test_surname_in_capitals_after_a_found_name_is_removed() -> None:
     text = (
-        "On 1 May 2017 I commenced an investigation into the death of Nina MAGGS and an "
+        "On 1 May 2017 I commenced an investigation into the death of Nina QUARMBY and an "
         "inquest was opened. Nina had been unwell for a week."
     )
     on = _one(Deidentifier(_settings()), text)
     off = _one(Deidentifier(_settings(name_lists=False)), text)
-    assert "MAGGS" not in on.text and "Nina" not in on.text, on.text
+    assert "QUARMBY" not in on.text and "Nina" not in on.text, on.text
     # the small spaCy model stops before the surname: the reason for the extension
-    assert "MAGGS" in off.text, off.text
+    assert "QUARMBY" in off.text, off.text

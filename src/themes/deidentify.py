@@ -753,7 +753,7 @@ class NameListRecognizer:
 
     Elsewhere in a sentence, where such pairs are as often places ("Cherry Hinton",
     "Tamar Bridge"), a pair counts only when the first is a listed given name and the
-    second a listed surname and one of them is not a common word ("Penelope Schofield"),
+    second a listed surname and one of them is not a common word ("Penelope Okafor"),
     or when neither is a common word and one is listed ("Nusrat Mwangi"); and not when a
     third capitalised word, a street or place word follows."""
 
@@ -892,7 +892,7 @@ def _keep_person(text: str, start: int, end: int, allowed: list[tuple[int, int]]
 
 
 # A surname-shaped word straight after a found name, on the same line or the next (text
-# taken from PDFs breaks lines inside names): "Keogh", "JOHNSON", "Milling-Binding".
+# taken from PDFs breaks lines inside names): "Osei", "HARRIS", "Ashby-Cole".
 _SURNAME_AFTER = regex.compile(
     rf"(?:[ \t]+|[ \t]*\n[ \t]*)({_NAME_WORD}|\p{{Lu}}{{3,}}(?:['’\-]\p{{Lu}}{{2,}})?)"
     r"(?![\p{L}\d\-])"
@@ -905,10 +905,10 @@ def _extend_names(
     """Extend a name over the surname the NER model left after it.
 
     The small spaCy model often finds a given name but stops before a surname it has
-    rarely seen, or one in capitals ("the death of [PERSON] JOHNSON", "[PERSON] Keogh
+    rarely seen, or one in capitals ("the death of [PERSON] HARRIS", "[PERSON] Osei
     intended"). When a name starts or ends with a listed given name, the next word joins
     it if it is shaped like a surname and is a listed surname, a hyphenated pair
-    ("Milling-Binding") or not a common English word. Stop words, titles, places,
+    ("Ashby-Cole") or not a common English word. Stop words, titles, places,
     organisation words and allow-listed terms never join, nor does a word followed by
     an organisation or place word ("Cookham Wood Young Offenders Institution").
     """
@@ -922,7 +922,7 @@ def _extend_names(
         if label == "PERSON":
             words = [w.capitalize() for w in text[start:end].split()] or [""]
             m = _SURNAME_AFTER.match(text, end)
-            # "Nina", "Annabel Mae", "Ursula Niamh MacEochaigh": a given name, last or first
+            # "Nina", "Lily Mae", "Orla Niamh MacGiolla": a given name, last or first
             if (
                 m is not None
                 and (words[-1] in given or (len(words) > 1 and words[0] in given))

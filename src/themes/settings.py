@@ -88,7 +88,7 @@ class DeidentifySettings(_Section):
     locale): catches untitled names the spaCy model misses, e.g. at a sentence's start
     (elsewhere the pair must be rarer: see `NameListRecognizer`).
     Also extends a name that starts or ends with a known given name over the surname-shaped
-    word after it ("Nina MAGGS"), which the model often leaves out."""
+    word after it ("Nina QUARMBY"), which the model often leaves out."""
 
 
 class EmbedSettings(_Section):
