@@ -166,6 +166,35 @@ def test_clinical_terms_survive(deid: Deidentifier, term: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
+    "text",
+    [
+        # reports and coroners capitalise conditions and drugs, and the small spaCy model
+        # took each of these for a person before they joined the allow list
+        "The medical cause of death was 1a Hypoxic Brain Injury 1b Cardiac Arrest.",
+        "He had been prescribed Hydroxychloroquine and Propranolol by his GP.",
+        "She was given Flumazenil after an overdose of Nitrazepam.",
+        "Post mortem findings: Pulmonary Thromboembolism, Deep Vein Thrombosis.",
+        "He was diagnosed with Autistic Spectrum Disorder as a child.",
+        "The cause of death was Myasthenia Gravis complicated by Aspiration Pneumonia.",
+        "1a Asphyxia 1b Hanging.",
+        "Known Asthma, on Amikacin for Pseudomonas.",
+        "Diagnosis of Eating Disorder (Anorexia Nervosa) was made in 2019.",
+    ],
+)
+def test_capitalised_conditions_and_drugs_survive(deid: Deidentifier, text: str) -> None:
+    result = _one(deid, text)
+    assert result.text == text, result.entities
+
+
+@pytest.mark.slow
+def test_name_beside_capitalised_conditions_is_still_replaced(deid: Deidentifier) -> None:
+    text = "Penelope Okafor had Borderline Personality Disorder and Asthma."
+    result = _one(deid, text)
+    assert result.text == "[PERSON] had Borderline Personality Disorder and Asthma.", result.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
     ("text", "name", "kept"),
     [
         ("Yours sincerely,\nLaura Ali Staff on duty had not checked her.", "Laura Ali", "Staff"),
