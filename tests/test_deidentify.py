@@ -325,6 +325,23 @@ def test_no_network_access_is_attempted(monkeypatch: pytest.MonkeyPatch) -> None
     assert attempts == []
 
 
+def test_allow_list_pattern_matches_whole_terms_longest_first() -> None:
+    from themes.deidentify import allow_list_pattern
+
+    terms = ["Down's syndrome", "Down syndrome", "Ward", "Cedar Ward", "Co-codamol", "Sjögren's"]
+    pattern = allow_list_pattern(terms)
+    text = (
+        "Known Down's syndrome; CEDAR WARD, co-codamol 30/500 and Sjögren's. "
+        "Downs and Wardle are not terms; Codamol is not either."
+    )
+    assert [m.group() for m in pattern.finditer(text)] == [
+        "Down's syndrome",
+        "CEDAR WARD",
+        "co-codamol",
+        "Sjögren's",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "name"),
     [
