@@ -349,6 +349,9 @@ def test_allow_list_pattern_matches_whole_terms_longest_first() -> None:
         ("Description: Precious Kelly admitted to Willow Ward.", "Precious Kelly"),
         ("Handover given.\n03:35 Eileen Costa waited 8 hours for a wash.", "Eileen Costa"),
         ("Found on the floor. Noor Costa was not repositioned.", "Noor Costa"),
+        # a listed name beside a word that is neither listed nor common English
+        ("Description: Ama Ivanova was admitted to Lister Ward.", "Ama Ivanova"),
+        ("Description: Tunde Cooper was admitted to Willow Ward.", "Tunde Cooper"),
         # mid-sentence, the pair must be rarer: a given name and a surname, one of them
         # not a common word, or two uncommon words, one of them listed
         ("Midwife Eze voiced concerns about Nusrat Mwangi but no one came.", "Nusrat Mwangi"),
@@ -369,6 +372,7 @@ def test_name_lists_find_untitled_names(text: str, name: str) -> None:
         "Case Review was held on Monday.",
         "Grace Period ended before the audit.",
         "Sigmoid Colon was resected.",
+        "Sigmoid Colon was perforated and the patient was admitted.",
         "West Sussex commenced an investigation.",
         "Royal College guidance was followed.",
         "Lister Ward was closed to admissions.",

@@ -242,6 +242,12 @@ _NAME_AT_START = regex.compile(
 )
 # Anywhere else, a pair of name-shaped words not followed by a third capitalised word
 # ("Cherry Hinton Bypass"); the recogniser asks more of the words here.
+# What follows a sentence's subject only when it is a person.
+_PERSON_NEXT = regex.compile(
+    r"[ \t]+(?:(?:was|has[ \t]+been|had[ \t]+been)[ \t]+(?:re-?|self-)?"
+    r"(?:admitted|discharged|born)|died|fell|passed[ \t]+away|said|stated|told|"
+    r"complained|attended|presented|rang|phoned|became[ \t]+unwell)\b"
+)
 _NAME_PAIR = regex.compile(
     rf"(?<![\p{{L}}\-'’])({_NAME_WORD})[ \t]+({_NAME_WORD})(?![\p{{L}}\-])(?![ \t]+\p{{Lu}})"
 )
@@ -770,7 +776,9 @@ class NameListRecognizer:
     """Untitled full names the NER model misses at the start of a sentence: two
     capitalised words followed by a lower-case one ("Description: Emeka Owusu was
     admitted"), where either word is a listed name that is not a common English word, or
-    the first is a listed given name and the second a listed surname ("Eileen Costa").
+    the first is a listed given name and the second a listed surname ("Eileen Costa"),
+    or one is listed and the other neither listed nor common when what follows is said
+    only of people ("Tunde Cooper was admitted", "Ama Ivanova fell").
     The small spaCy model misses such names most often there, and most often when they
     are rare in English text. Pairs of common words that the lists also hold ("Brain
     Injury", "Case Review", "Grace Period") do not qualify, and spans found here pass the
@@ -795,6 +803,12 @@ class NameListRecognizer:
         def rare_name(word: str) -> bool:
             return (word in given or word in family) and word.lower() not in common
 
+        def listed(word: str) -> bool:
+            return word in given or word in family
+
+        def uncommon(word: str) -> bool:
+            return word.lower() not in common
+
         def usable(first: str, second: str) -> bool:
             return not (
                 _NOT_NAME_WORD.fullmatch(first)
@@ -816,6 +830,14 @@ class NameListRecognizer:
                         rare_name(first)
                         or rare_name(second)
                         or (first in given and second in family)
+                        # a listed word beside one the lists and English both lack,
+                        # when what follows is said only of people: "Ama Ivanova was
+                        # admitted", "Tunde Cooper fell" (not "Sigmoid Colon was resected")
+                        or (
+                            (listed(first) and uncommon(second))
+                            or (uncommon(first) and listed(second))
+                        )
+                        and _PERSON_NEXT.match(text, m.end(2))
                     ):
                         continue
                     if not usable(first, second):
