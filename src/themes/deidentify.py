@@ -240,14 +240,14 @@ _NAME_AT_START = regex.compile(
     r"(?:\p{Lu}[\p{L} /&]{0,40}:[ \t]+)?(?:\d{1,2}[:.]\d{2}[ \t]+)?"
     rf"({_NAME_WORD})[ \t]+({_NAME_WORD})(?=[ \t]+\p{{Ll}})"
 )
-# Anywhere else, a pair of name-shaped words not followed by a third capitalised word
-# ("Cherry Hinton Bypass"); the recogniser asks more of the words here.
 # What follows a sentence's subject only when it is a person.
 _PERSON_NEXT = regex.compile(
     r"[ \t]+(?:(?:was|has[ \t]+been|had[ \t]+been)[ \t]+(?:re-?|self-)?"
     r"(?:admitted|discharged|born)|died|fell|passed[ \t]+away|said|stated|told|"
     r"complained|attended|presented|rang|phoned|became[ \t]+unwell)\b"
 )
+# Anywhere else, a pair of name-shaped words not followed by a third capitalised word
+# ("Cherry Hinton Bypass"); the recogniser asks more of the words here.
 _NAME_PAIR = regex.compile(
     rf"(?<![\p{{L}}\-'’])({_NAME_WORD})[ \t]+({_NAME_WORD})(?![\p{{L}}\-])(?![ \t]+\p{{Lu}})"
 )
@@ -800,14 +800,14 @@ class NameListRecognizer:
 
         given, family, common = name_lists()
 
-        def rare_name(word: str) -> bool:
-            return (word in given or word in family) and word.lower() not in common
-
         def listed(word: str) -> bool:
             return word in given or word in family
 
         def uncommon(word: str) -> bool:
             return word.lower() not in common
+
+        def rare_name(word: str) -> bool:
+            return listed(word) and uncommon(word)
 
         def usable(first: str, second: str) -> bool:
             return not (
@@ -845,10 +845,7 @@ class NameListRecognizer:
                     out.append(self._result(m.start(1), m.end(2)))
                 for m in _NAME_PAIR.finditer(text, overlapped=True):
                     first, second = m.group(1), m.group(2)
-                    rare_first, rare_second = (
-                        first.lower() not in common,
-                        second.lower() not in common,
-                    )
+                    rare_first, rare_second = uncommon(first), uncommon(second)
                     if not (
                         (first in given and second in family and (rare_first or rare_second))
                         or (rare_first and rare_second and (first in given or second in family))
