@@ -195,6 +195,78 @@ def test_name_beside_capitalised_conditions_is_still_replaced(deid: Deidentifier
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
+    "text",
+    [
+        "On 3 May the Deceased was found in her room and the Deceased's GP was informed.",
+        "My conclusion was Accidental Death.",
+        "During the Inquest I heard evidence from the Consultant Psychiatrist.",
+        "The evidence at the Inquest showed that the Deceased had been assessed.",
+        "I would invite Surrey Police to consider this.",
+        "He was remanded to Prison Norwich in May.",
+    ],
+)
+def test_report_words_are_not_names(deid: Deidentifier, text: str) -> None:
+    result = _one(deid, text)
+    assert "[PERSON]" not in result.text, (result.text, result.entities)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("The family of Penelope Okafor Deceased attended the hearing.", "Deceased"),
+        ("The conclusion of Nusrat Mwangi's Inquest was narrative.", "Inquest"),
+        ("Consultant Psychiatrist Dr Kwame Mensah reviewed him.", "Psychiatrist"),
+        ("Emeka Owusu was admitted. The Deceased had no carer.", "Deceased"),
+    ],
+)
+def test_name_beside_report_words_is_still_replaced(
+    deid: Deidentifier, text: str, kept: str
+) -> None:
+    result = _one(deid, text)
+    assert "[PERSON]" in result.text, result.text
+    assert kept in result.text, result.text
+    for word in ("Penelope", "Okafor", "Nusrat", "Mwangi", "Kwame", "Mensah", "Emeka", "Owusu"):
+        assert word not in result.text, result.text
+
+
+def test_never_name_words_are_not_listed_names() -> None:
+    from themes.deidentify import _NEVER_NAME, _STREET_WORDS_NOT_NAMES, name_lists
+
+    given, family, _ = name_lists()
+    listed = {w.lower() for w in given | family}
+    assert not {w for w in _NEVER_NAME if w in listed}
+    assert not {w for w in _STREET_WORDS_NOT_NAMES if w.lower() in listed}
+
+
+def test_street_and_report_words_of_a_found_name_do_not_spread() -> None:
+    from themes.deidentify import _repeat_names
+
+    text = "Struck on Burdett Road. Burdett Road Deceased. The Road Traffic Collision; Burdett."
+    found = [(text.index("Burdett Road Deceased"), text.index(". The"), "PERSON")]
+    repeats = {text[s:e] for s, e, *_ in _repeat_names(text, found, None)}
+    assert repeats == {"Burdett"}
+
+
+def test_trim_person_cuts_report_words_from_either_end() -> None:
+    from themes.deidentify import _trim_person
+
+    def trim(span: str) -> str | None:
+        cut = _trim_person(span, 0, len(span))
+        return None if cut is None else span[cut[0] : cut[1]]
+
+    assert trim("Deceased") is None
+    assert trim("Deceased’s") is None
+    assert trim("Accidental Death") is None
+    assert trim("Consultant Psychiatrist") is None
+    assert trim("Penelope Okafor Deceased") == "Penelope Okafor"
+    assert trim("Nusrat Mwangi's Inquest") == "Nusrat Mwangi"
+    assert trim("Psychiatrist Kwame Mensah") == "Kwame Mensah"
+    assert trim("Mr Sergeant") == "Sergeant"  # a surname, not cut
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
     ("text", "name", "kept"),
     [
         ("Yours sincerely,\nLaura Ali Staff on duty had not checked her.", "Laura Ali", "Staff"),

@@ -261,6 +261,114 @@ _NOT_NAME_WORD = regex.compile(
 _TRUSTED_RECOGNIZERS = frozenset(
     {"TitledNameRecognizer", "DeceasedNameRecognizer", "AfterSignOffNameRecognizer"}
 )
+# Words that coroners' and investigators' reports capitalise and that are never part of
+# a person's name: inquest terms, police and prisons, specialist roles, report words.
+# The small NER model calls them people ("the Deceased", "the Inquest", "Kent Police"),
+# and "Consultant" is a title before a name as often as before a role ("Consultant
+# Psychiatrist"). They are cut from the ends of a name span, a span of nothing else is
+# dropped, and they never join a name or spread as its other mentions. None is in the
+# given-name or surname lists (a test checks), so a name is never cut short by one;
+# words that are also surnames ("Council", "Sergeant", "Hall") stay out of this list.
+_NEVER_NAME = frozenset(
+    [
+        "deceased",
+        "inquest",
+        "inquests",
+        "coroner",
+        "coroners",
+        "conclusion",
+        "narrative",
+        "accidental",
+        "death",
+        "deaths",
+        "causes",
+        "interested",
+        "persons",
+        "police",
+        "policing",
+        "constabulary",
+        "prison",
+        "prisons",
+        "hmp",
+        "ofsted",
+        "ltd",
+        "railway",
+        "railways",
+        "psychiatrist",
+        "psychiatrists",
+        "psychologist",
+        "psychologists",
+        "paediatrician",
+        "paediatricians",
+        "pediatrician",
+        "radiologist",
+        "radiologists",
+        "obstetrician",
+        "obstetricians",
+        "gynaecologist",
+        "cardiologist",
+        "neurologist",
+        "oncologist",
+        "haematologist",
+        "geriatrician",
+        "neurosurgeon",
+        "microbiologist",
+        "pathologist",
+        "histopathologist",
+        "anaesthetists",
+        "surgeons",
+        "physicians",
+        "intensivist",
+        "psychotherapist",
+        "dietitian",
+        "dietician",
+        "radiographer",
+        "sonographer",
+        "optometrist",
+        "podiatrist",
+        "audiologist",
+        "endoscopist",
+        "urologist",
+        "dermatologist",
+        "gastroenterologist",
+        "rheumatologist",
+        "ophthalmologist",
+        "officers",
+        "inspectors",
+        "supervisor",
+        "supervisors",
+        "adviser",
+        "advisor",
+        "director",
+        "directors",
+        "workers",
+        "practitioners",
+        "clinician",
+        "clinicians",
+        "emergency",
+        "safety",
+        "traffic",
+        "collision",
+        "transition",
+        "liaison",
+        "social",
+        "local",
+        "offender",
+        "offenders",
+        "armed",
+        "covid",
+        "coronavirus",
+        "safeguarding",
+        "investigation",
+        "investigations",
+    ]
+)
+# The last word of an organisation's name, never a person's ("Surrey Police", "Kirklees
+# Council"), and the first word of a prison's ("HMP Hewell", "Prison Norwich").
+_ORG_LAST = regex.compile(
+    r"(?i)\b(?:police|constabulary|councils?|railways?|ltd|authority|authorities)$"
+)
+_ORG_FIRST = regex.compile(r"^(?:HMP|HMYOI|Prison)\b")
 
 
 @dataclass(frozen=True)
@@ -480,6 +588,10 @@ class Deidentifier:
             start, end, label = r.start, r.end, r.entity_type
             if label == "PERSON":
                 source = (r.recognition_metadata or {}).get("recognizer_name", "")
+                if source not in _TRUSTED_RECOGNIZERS and (
+                    _ORG_LAST.search(text[start:end]) or _ORG_FIRST.match(text[start:end])
+                ):
+                    continue  # "Surrey Police", "HMP Hewell"
                 span = _trim_person(text, start, end)
                 if span is None:
                     continue
@@ -900,17 +1012,35 @@ def _may_hold_name(sentence: str, allow_re: regex.Pattern[str] | None) -> bool:
 
 
 def _trim_person(text: str, start: int, end: int) -> tuple[int, int] | None:
-    """Drop a leading title and a trailing possessive from a name span."""
+    """Drop a leading title, a trailing possessive and never-name words at either end
+    from a name span ("Mary's Inquest" -> "Mary"); None when nothing is left ("the
+    Deceased", "Consultant Psychiatrist")."""
     span = text[start:end]
     title = _TITLE_PREFIX.match(span)
     if title and title.end() < len(span):
         start += title.end()
-    for suffix in ("'s", "’s", "'", "’"):
-        if text[start:end].endswith(suffix):
-            end -= len(suffix)
+    while True:
+        for suffix in ("'s", "’s", "'", "’"):
+            if text[start:end].endswith(suffix):
+                end -= len(suffix)
+                break
+        span = text[start:end]
+        first = _FIRST_WORD.match(span)
+        last = _LAST_WORD.search(span)
+        if first and first.group(1).lower() in _NEVER_NAME:
+            start += first.end()
+        elif last and last.group(1).lower() in _NEVER_NAME:
+            end = start + last.start()
+        else:
             break
     span = text[start:end].strip()
+    if span.lower() in _NEVER_NAME:
+        return None
     return (start, end) if span and any(c.isalpha() for c in span) else None
+
+
+_FIRST_WORD = regex.compile(r"(\p{L}+)\s+(?=\S)")
+_LAST_WORD = regex.compile(r"(?<=\S)\s+(\p{L}+)$")
 
 
 def _keep_person(text: str, start: int, end: int, allowed: list[tuple[int, int]]) -> bool:
@@ -979,6 +1109,7 @@ def _extend_names(
                     and not _NOT_NAME_WORD.fullmatch(word)
                     and not _NOT_NAME_WORD.fullmatch(word.capitalize())
                     and not _ORG_WORDS.search(word)
+                    and lower not in _NEVER_NAME
                     and not (allow_re is not None and allow_re.fullmatch(word))
                     and not _EPONYM_AFTER.match(text[m.end(1) : m.end(1) + 40])
                     and not _org_words_follow(text, m.end(1))  # "Young Offenders Institution"
@@ -1006,6 +1137,34 @@ def _org_words_follow(text: str, end: int) -> bool:
     return after is not None and bool(_ORG_WORDS.search(after.group()))
 
 
+# Street words that are not surnames: a found "Burdett Road" spreads as "Burdett" only.
+_STREET_WORDS_NOT_NAMES = frozenset(
+    [
+        "Road",
+        "Rd",
+        "Avenue",
+        "Ave",
+        "Drive",
+        "Crescent",
+        "Cres",
+        "Terrace",
+        "Tce",
+        "Gardens",
+        "Gdns",
+        "Square",
+        "Sq",
+        "Mews",
+        "Boulevard",
+        "Embankment",
+        "Esplanade",
+        "Promenade",
+        "Parade",
+        "Villas",
+        "Cottages",
+    ]
+)
+
+
 def _repeat_names(
     text: str, spans: list[tuple[int, int, str]], allow_re: regex.Pattern[str] | None
 ) -> list[tuple[int, int, str, float]]:
@@ -1023,6 +1182,8 @@ def _repeat_names(
                 and word.lower() not in STOP_WORDS
                 and not (allow_re is not None and allow_re.fullmatch(word))
                 and not _TITLE_WORD.fullmatch(word)
+                and word.lower() not in _NEVER_NAME
+                and word.capitalize() not in _STREET_WORDS_NOT_NAMES  # "Road", not "Hill"
             ):
                 words.update({word, word.upper(), word[0] + word[1:].lower()})
     if not words:
