@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from _common import ROOT
+from _common import ROOT, cleaning_code_hash
 
 CACHE_DIR = ROOT / "var" / "bench_cache"
 
@@ -18,7 +18,7 @@ def clean_and_embed(settings, name: str, texts: list[str]) -> tuple[list[str], n
     from themes.embed import SentenceTransformerEmbedder
 
     key = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:12]
-    key += "-" + settings.section_hash("clean", "deidentify", "embed")
+    key += "-" + settings.section_hash("clean", "deidentify", "embed") + "-" + cleaning_code_hash()
     path = CACHE_DIR / f"{name}-{key}"
     if (path / "vectors.npy").is_file():
         clean = json.loads((path / "texts.json").read_text())

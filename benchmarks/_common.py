@@ -18,6 +18,27 @@ RESULTS = ROOT / "benchmarks" / "results"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def cleaning_code_hash() -> str:
+    """A short hash of the code and word lists that decide clean text (normalising,
+    abbreviations, de-identification), so caches of clean text go stale with them and
+    not only with the settings."""
+    import hashlib
+
+    from themes.settings import load_settings
+
+    settings = load_settings()
+    files = [
+        ROOT / "src" / "themes" / "clean.py",
+        ROOT / "src" / "themes" / "deidentify.py",
+        ROOT / settings.clean.abbreviations_file,
+        ROOT / settings.deidentify.allow_list_file,
+    ]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes() if path.is_file() else path.name.encode())
+    return digest.hexdigest()[:12]
+
+
 MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 """CPU flags that decide how fast the embedding runs (`embed.precision` `auto` picks
 bfloat16 only with avx512_bf16 or amx_tile), so results from different hosts compare."""

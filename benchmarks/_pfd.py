@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import ROOT, SHARED_DATA
+from _common import ROOT, SHARED_DATA, cleaning_code_hash
 
 PFD_CSV = SHARED_DATA / "pfd_reports_2013_2023.csv"
 CACHE_DIR = ROOT / "var" / "bench_cache"
@@ -41,7 +41,8 @@ def load_pfd_deidentified(progress: bool = True) -> pd.DataFrame:
 
     Other columns (id, url, date, coroner, area, receiver, judiciary_category) are kept
     as published; `coroner` and `receiver` name people and must not be indexed.
-    Cached in var/bench_cache/ keyed by the source file's hash and the de-id settings.
+    Cached in var/bench_cache/ keyed by the source file's hash, the de-id settings and
+    the cleaning code and word lists.
     """
     from themes.settings import load_settings
     from themes.steps import clean_texts_for_evaluation
@@ -49,7 +50,7 @@ def load_pfd_deidentified(progress: bool = True) -> pd.DataFrame:
     settings = load_settings()
     src = require_pfd()
     key = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    key += "-" + settings.section_hash("clean", "deidentify")
+    key += "-" + settings.section_hash("clean", "deidentify") + "-" + cleaning_code_hash()
     cache = CACHE_DIR / f"pfd_deid_{key}.parquet"
     if cache.is_file():
         return pd.read_parquet(cache)
