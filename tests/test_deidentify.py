@@ -248,6 +248,25 @@ def test_street_and_report_words_of_a_found_name_do_not_spread() -> None:
     assert repeats == {"Burdett"}
 
 
+@pytest.mark.parametrize(
+    ("text", "found", "name"),
+    [
+        # a given name missing from the lists, then a double-barrelled surname
+        ("the view that Rhodri Ashby-Cole’s vehicle was", "Rhodri", "Rhodri Ashby-Cole"),
+        ("seen by Rhodri Ashby-Cole at home", "Rhodri", "Rhodri Ashby-Cole"),
+        # not before an organisation's words, nor across a title-case place
+        ("referred by Rhodri Cwm-Taf Health Board", "Rhodri", "Rhodri"),
+        ("Rhodri Non-Molestation Order", "Rhodri", "Rhodri"),
+    ],
+)
+def test_double_barrelled_surname_joins_any_found_name(text: str, found: str, name: str) -> None:
+    from themes.deidentify import _extend_names
+
+    start = text.index(found)
+    [(s, e, label)] = _extend_names(text, [(start, start + len(found), "PERSON")], None)
+    assert (text[s:e], label) == (name, "PERSON")
+
+
 def test_trim_person_cuts_report_words_from_either_end() -> None:
     from themes.deidentify import _trim_person
 

@@ -1082,52 +1082,63 @@ def _extend_names(
     rarely seen, or one in capitals ("the death of [PERSON] HARRIS", "[PERSON] Osei
     intended"). When a name starts or ends with a listed given name, the next word joins
     it if it is shaped like a surname and is a listed surname, a hyphenated pair
-    ("Ashby-Cole") or not a common English word. Stop words, titles, places,
+    ("Ashby-Cole") or not a common English word. A double-barrelled surname with no
+    capitalised word after it joins any name ("Rhodri Ashby-Cole"). Stop words, titles, places,
     organisation words and allow-listed terms never join, nor does a word followed by
     an organisation or place word ("Cookham Wood Young Offenders Institution").
     """
     if not any(label == "PERSON" for *_, label in spans):
         return spans
-    from spacy.lang.en.stop_words import STOP_WORDS
-
-    given, family, common = name_lists()
     out = []
     for start, end, label in spans:
         if label == "PERSON":
-            words = [w.capitalize() for w in text[start:end].split()] or [""]
             m = _SURNAME_AFTER.match(text, end)
-            # "Nina", "Lily Mae", "Orla Niamh MacGiolla": a given name, last or first
-            if (
-                m is not None
-                and (words[-1] in given or (len(words) > 1 and words[0] in given))
-                and not _STREET_LAST.search(text[start:end])  # "Church Lane, Headley"
-            ):
-                word = m.group(1)
-                lower = word.lower()
-                if (
-                    lower not in STOP_WORDS
-                    and not _NOT_NAME_WORD.fullmatch(word)
-                    and not _NOT_NAME_WORD.fullmatch(word.capitalize())
-                    and not _ORG_WORDS.search(word)
-                    and lower not in _NEVER_NAME
-                    and not (allow_re is not None and allow_re.fullmatch(word))
-                    and not _EPONYM_AFTER.match(text[m.end(1) : m.end(1) + 40])
-                    and not _org_words_follow(text, m.end(1))  # "Young Offenders Institution"
-                    and not _PLACE_AFTER.match(text[m.end(1) : m.end(1) + 30])  # "hospital"
-                    and (
-                        "-" in word
-                        or word in family
-                        or word.capitalize() in family
-                        # not "DOB" or "MRN": short capitals are names only when listed
-                        or (lower not in common and not (word.isupper() and len(word) < 4))
-                    )
-                ):
-                    end = m.end(1)
+            if m is not None and _surname_joins(text, start, end, m, allow_re):
+                end = m.end(1)
         out.append((start, end, label))
     return out
 
 
+def _surname_joins(
+    text: str, start: int, end: int, m: regex.Match[str], allow_re: regex.Pattern[str] | None
+) -> bool:
+    """Whether the word `m` found straight after the name `text[start:end]` is its surname."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    given, family, common = name_lists()
+    word, after = m.group(1), m.end(1)
+    lower = word.lower()
+    if (
+        _STREET_LAST.search(text[start:end])  # "Church Lane, Headley"
+        or lower in STOP_WORDS
+        or _NOT_NAME_WORD.fullmatch(word)
+        or _NOT_NAME_WORD.fullmatch(word.capitalize())
+        or _ORG_WORDS.search(word)
+        or lower in _NEVER_NAME
+        or (allow_re is not None and allow_re.fullmatch(word))
+        or _EPONYM_AFTER.match(text[after : after + 40])
+        or _org_words_follow(text, after)  # "Young Offenders Institution"
+        or _PLACE_AFTER.match(text[after : after + 30])  # "hospital"
+    ):
+        return False
+    if _DOUBLE_BARRELLED.fullmatch(word):
+        # "Rhodri Ashby-Cole", after any name; not "Non-Molestation Order"
+        return _CAPITALISED_AFTER.match(text, after) is None
+    # otherwise only after a given name, last or first: "Nina", "Lily Mae", "Orla Niamh"
+    words = [w.capitalize() for w in text[start:end].split()] or [""]
+    if not (words[-1] in given or (len(words) > 1 and words[0] in given)):
+        return False
+    return (
+        "-" in word
+        or word in family
+        or word.capitalize() in family
+        # not "DOB" or "MRN": short capitals are names only when listed
+        or (lower not in common and not (word.isupper() and len(word) < 4))
+    )
+
+
 _STREET_LAST = regex.compile(rf"\b{_STREET_SUFFIX}$")
+_DOUBLE_BARRELLED = regex.compile(r"\p{Lu}\p{Ll}+-\p{Lu}\p{Ll}+")
 _CAPITALISED_AFTER = regex.compile(r"(?:[ \t]+\p{Lu}[\p{L}'’\-]*){1,2}")
 
 
