@@ -6,7 +6,10 @@ XLSX, claims CSV) through the product's own source mappings (`themes.ingest`), c
 and de-identifies every record's narrative as the nightly flow does
 (`steps.clean_texts_for_evaluation`), and counts the planted identifiers (labels.csv)
 still present as whole words. A leak is shown with its type and the words around it,
-the identifier itself masked, so the results never print a planted value.
+the identifier itself masked, so the results never print a planted value. For person
+names it also counts partial leaks: a name of two or more words that is gone as a whole
+but one of whose words (capitalised, three letters or more) is still there ("Tunde
+[PERSON]").
 
 Usage: python benchmarks/bench_leaks.py [--seeds 7 8] [--records 3000]
 """
@@ -62,11 +65,26 @@ def scan(seed: int, n_records: int) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     by_type: Counter[str] = Counter()
     leaked_by_type: Counter[str] = Counter()
+    partial = 0
     examples = []
     for rid, text in zip(ids, clean, strict=True):
         for ident in planted[rid]:
             by_type[ident["type"]] += 1
             hits = leaks_in(ident["value"], text)
+            if not hits and ident["type"] == "PERSON":
+                words = [w for w in ident["value"].split() if len(w) >= 3 and w[0].isupper()]
+                left = [(k, w) for w in words for k in leaks_in(w, text)]
+                if len(ident["value"].split()) > 1 and left:
+                    partial += 1
+                    k, word = left[0]
+                    masked = text[max(0, k - 60) : k] + "<PART>" + text[k + len(word) :]
+                    examples.append(
+                        {
+                            "record_id": rid,
+                            "type": "PERSON (partial)",
+                            "context": masked[:120].replace("\n", " "),
+                        }
+                    )
             if hits:
                 leaked_by_type[ident["type"]] += 1
                 k = hits[0]
@@ -83,6 +101,7 @@ def scan(seed: int, n_records: int) -> dict[str, Any]:
         "records": len(ids),
         "planted": sum(by_type.values()),
         "leaked": sum(leaked_by_type.values()),
+        "person_partial": partial,
         "by_type": {
             t: {
                 "planted": n,
@@ -102,7 +121,8 @@ def markdown(runs: list[dict[str, Any]], command: str) -> str:
         "Each seed's demo exports read through the product's source mappings, cleaned and "
         "de-identified as the nightly flow does; a leak is a planted identifier still in "
         "the clean text as a whole word. Recall here is the share of planted identifiers "
-        "removed."
+        "removed. 'names partly left': person names gone as a whole but with one of "
+        "their words still there."
     )
     types = sorted({t for r in runs for t in r["by_type"]})
     rows = []
@@ -114,6 +134,7 @@ def markdown(runs: list[dict[str, Any]], command: str) -> str:
                 r["planted"],
                 r["leaked"],
                 round(1 - r["leaked"] / r["planted"], 4),
+                r.get("person_partial", "-"),
             ]
             + [
                 f"{r['by_type'][t]['leaked']}/{r['by_type'][t]['planted']}"
@@ -122,8 +143,14 @@ def markdown(runs: list[dict[str, Any]], command: str) -> str:
                 for t in types
             ]
         )
-    md += ["", md_table(["seed", "records", "planted", "leaked", "removed", *types], rows), ""]
-    md.append("Leaks (identifier masked as <LEAK>):")
+    md += [
+        "",
+        md_table(
+            ["seed", "records", "planted", "leaked", "removed", "names partly left", *types], rows
+        ),
+        "",
+    ]
+    md.append("Leaks (identifier masked as <LEAK>, a name's word left as <PART>):")
     md.append("")
     md.append(
         md_table(

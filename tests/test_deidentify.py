@@ -267,6 +267,34 @@ def test_double_barrelled_surname_joins_any_found_name(text: str, found: str, na
     assert (text[s:e], label) == (name, "PERSON")
 
 
+@pytest.mark.parametrize(
+    ("text", "found", "name"),
+    [
+        # an unlisted, uncommon given name before a found listed surname
+        ("the death of Rhodri Davies on 4 May", "Davies", "Rhodri Davies"),
+        # not a listed given name that is also a common word, nor before a building
+        ("came into the Queen Elizabeth Hospital", "Elizabeth", "Elizabeth"),
+        ("Chronology: Rhodri Davies Ward", "Davies", "Davies"),
+        ("Tegwen Jones’s level of risk", "Jones", "Tegwen Jones"),
+        # not a common word, a street's name, a clinical word or an unlisted "name"
+        ("Following Davies on 4 May", "Davies", "Davies"),
+        ("walking along Plough Lane, Harbury", "Lane", "Lane"),
+        (
+            "Endoscopic Retrograde Cholangiopancreatography",
+            "Cholangiopancreatography",
+            "Cholangiopancreatography",
+        ),
+        ("submitted by Messrs Davies", "Davies", "Davies"),
+    ],
+)
+def test_unlisted_given_name_joins_a_found_surname(text: str, found: str, name: str) -> None:
+    from themes.deidentify import _extend_names
+
+    start = text.index(found)
+    [(s, e, label)] = _extend_names(text, [(start, start + len(found), "PERSON")], None)
+    assert (text[s:e], label) == (name, "PERSON")
+
+
 def test_trim_person_cuts_report_words_from_either_end() -> None:
     from themes.deidentify import _trim_person
 

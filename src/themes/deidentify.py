@@ -361,6 +361,7 @@ _NEVER_NAME = frozenset(
         "safeguarding",
         "investigation",
         "investigations",
+        "messrs",
     ]
 )
 # The last word of an organisation's name, never a person's ("Surrey Police", "Kirklees
@@ -1076,7 +1077,8 @@ _SURNAME_AFTER = regex.compile(
 def _extend_names(
     text: str, spans: list[tuple[int, int, str]], allow_re: regex.Pattern[str] | None
 ) -> list[tuple[int, int, str]]:
-    """Extend a name over the surname the NER model left after it.
+    """Extend a name over the surname the NER model left after it, and over a given name
+    it left before it.
 
     The small spaCy model often finds a given name but stops before a surname it has
     rarely seen, or one in capitals ("the death of [PERSON] HARRIS", "[PERSON] Osei
@@ -1086,6 +1088,10 @@ def _extend_names(
     capitalised word after it joins any name ("Rhodri Ashby-Cole"). Stop words, titles, places,
     organisation words and allow-listed terms never join, nor does a word followed by
     an organisation or place word ("Cookham Wood Young Offenders Institution").
+
+    Before a name that holds a listed word, a word that is neither common English nor a
+    word that is never a name joins it as its given name ("Rhodri [PERSON]"), unless the
+    name starts with a street word ("Plough [Lane]").
     """
     if not any(label == "PERSON" for *_, label in spans):
         return spans
@@ -1095,8 +1101,46 @@ def _extend_names(
             m = _SURNAME_AFTER.match(text, end)
             if m is not None and _surname_joins(text, start, end, m, allow_re):
                 end = m.end(1)
+            b = _GIVEN_BEFORE.search(text, max(0, start - 40), start)
+            if b is not None and _given_name_joins(text, b, start, end, allow_re):
+                start = b.start(1)
         out.append((start, end, label))
     return out
+
+
+# A name-shaped word straight before a found name, on the same line: "Rhodri [PERSON]".
+_GIVEN_BEFORE = regex.compile(rf"(?<![\p{{L}}\-'’.])({_NAME_WORD})[ \t]+$")
+
+
+def _given_name_joins(
+    text: str, m: regex.Match[str], start: int, end: int, allow_re: regex.Pattern[str] | None
+) -> bool:
+    """Whether the word `m` straight before the name `text[start:end]` is its given name:
+    a word that is neither common English nor a word that is never a name ("Rhodri
+    [PERSON]"), before a name that holds a listed given name or surname (not "Retrograde
+    Cholangiopancreatography") and is not a street's or a building's name. Listed given
+    names that are also common words ("Grace", "Queen", "Mercedes") do not join: on real
+    reports they were more often hospitals and cars than names."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    given, family, common = name_lists()
+    word = m.group(1)
+    lower = word.lower()
+    if _STREET_FIRST.match(text, start) or _PLACE_AFTER.match(text[end : end + 30]):
+        return False  # "Plough [Lane]", "Queen [Elizabeth] Hospital"
+    names = {w.capitalize() for w in regex.findall(r"\p{L}+", text[start:end])}
+    return (
+        any(w in given or w in family for w in names)
+        and lower not in common
+        and not (
+            lower in STOP_WORDS
+            or _NOT_NAME_WORD.fullmatch(word)
+            or _TITLE_WORD.fullmatch(word)
+            or _ORG_WORDS.search(word)
+            or lower in _NEVER_NAME
+            or (allow_re is not None and allow_re.fullmatch(word))
+        )
+    )
 
 
 def _surname_joins(
@@ -1138,6 +1182,7 @@ def _surname_joins(
 
 
 _STREET_LAST = regex.compile(rf"\b{_STREET_SUFFIX}$")
+_STREET_FIRST = regex.compile(rf"{_STREET_SUFFIX}\b")
 _DOUBLE_BARRELLED = regex.compile(r"\p{Lu}\p{Ll}+-\p{Lu}\p{Ll}+")
 _CAPITALISED_AFTER = regex.compile(r"(?:[ \t]+\p{Lu}[\p{L}'’\-]*){1,2}")
 
