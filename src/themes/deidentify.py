@@ -1091,7 +1091,7 @@ def _extend_names(
 
     Before a name that holds a listed word, a word that is neither common English nor a
     word that is never a name joins it as its given name ("Rhodri [PERSON]"), unless the
-    name starts with a street word ("Plough [Lane]").
+    name starts with a street word ("Acacia [Lane]").
     """
     if not any(label == "PERSON" for *_, label in spans):
         return spans
@@ -1127,7 +1127,7 @@ def _given_name_joins(
     word = m.group(1)
     lower = word.lower()
     if _STREET_FIRST.match(text, start) or _PLACE_AFTER.match(text[end : end + 30]):
-        return False  # "Plough [Lane]", "Queen [Elizabeth] Hospital"
+        return False  # "Acacia [Lane]", "Queen [Elizabeth] Hospital"
     names = {w.capitalize() for w in regex.findall(r"\p{L}+", text[start:end])}
     return (
         any(w in given or w in family for w in names)
@@ -1193,7 +1193,7 @@ def _org_words_follow(text: str, end: int) -> bool:
     return after is not None and bool(_ORG_WORDS.search(after.group()))
 
 
-# Street words that are not surnames: a found "Burdett Road" spreads as "Burdett" only.
+# Street words that are not surnames: a found "Ashgrove Road" spreads as "Ashgrove" only.
 _STREET_WORDS_NOT_NAMES = frozenset(
     [
         "Road",
