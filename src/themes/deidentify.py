@@ -1085,9 +1085,10 @@ def _extend_names(
     intended"). When a name starts or ends with a listed given name, the next word joins
     it if it is shaped like a surname and is a listed surname, a hyphenated pair
     ("Ashby-Cole") or not a common English word. A double-barrelled surname with no
-    capitalised word after it joins any name ("Rhodri Ashby-Cole"). Stop words, titles, places,
-    organisation words and allow-listed terms never join, nor does a word followed by
-    an organisation or place word ("Cookham Wood Young Offenders Institution").
+    capitalised word after it joins any name ("Rhodri Ashby-Cole"). Stop words, titles,
+    places, organisation words, words that are never names and allow-listed terms never
+    join, nor does a word followed by an organisation or place word ("Cookham Wood Young
+    Offenders Institution").
 
     Before a name that holds a listed word, a word that is neither common English nor a
     word that is never a name joins it as its given name ("Rhodri [PERSON]"), unless the
