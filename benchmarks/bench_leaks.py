@@ -71,10 +71,10 @@ def scan(seed: int, n_records: int) -> dict[str, Any]:
         for ident in planted[rid]:
             by_type[ident["type"]] += 1
             hits = leaks_in(ident["value"], text)
-            if not hits and ident["type"] == "PERSON":
+            if not hits and ident["type"] == "PERSON" and len(ident["value"].split()) > 1:
                 words = [w for w in ident["value"].split() if len(w) >= 3 and w[0].isupper()]
                 left = [(k, w) for w in words for k in leaks_in(w, text)]
-                if len(ident["value"].split()) > 1 and left:
+                if left:
                     partial += 1
                     k, word = left[0]
                     masked = text[max(0, k - 60) : k] + "<PART>" + text[k + len(word) :]

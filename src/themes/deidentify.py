@@ -1122,25 +1122,28 @@ def _given_name_joins(
     Cholangiopancreatography") and is not a street's or a building's name. Listed given
     names that are also common words ("Grace", "Queen", "Mercedes") do not join: on real
     reports they were more often hospitals and cars than names."""
-    from spacy.lang.en.stop_words import STOP_WORDS
-
     given, family, common = name_lists()
     word = m.group(1)
-    lower = word.lower()
+    if word.lower() in common or _never_in_name(word, allow_re):
+        return False
     if _STREET_FIRST.match(text, start) or _PLACE_AFTER.match(text[end : end + 30]):
         return False  # "Acacia [Lane]", "Queen [Elizabeth] Hospital"
     names = {w.capitalize() for w in regex.findall(r"\p{L}+", text[start:end])}
-    return (
-        any(w in given or w in family for w in names)
-        and lower not in common
-        and not (
-            lower in STOP_WORDS
-            or _NOT_NAME_WORD.fullmatch(word)
-            or _TITLE_WORD.fullmatch(word)
-            or _ORG_WORDS.search(word)
-            or lower in _NEVER_NAME
-            or (allow_re is not None and allow_re.fullmatch(word))
-        )
+    return any(w in given or w in family for w in names)
+
+
+def _never_in_name(word: str, allow_re: regex.Pattern[str] | None) -> bool:
+    """Whether `word` can never join a name found beside it: a stop word, title, place,
+    organisation word, a word that is never a name, or an allow-listed term."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    lower = word.lower()
+    return bool(
+        lower in STOP_WORDS
+        or _NOT_NAME_WORD.fullmatch(word)  # titles included
+        or _ORG_WORDS.search(word)
+        or lower in _NEVER_NAME
+        or (allow_re is not None and allow_re.fullmatch(word))
     )
 
 
@@ -1148,19 +1151,13 @@ def _surname_joins(
     text: str, start: int, end: int, m: regex.Match[str], allow_re: regex.Pattern[str] | None
 ) -> bool:
     """Whether the word `m` found straight after the name `text[start:end]` is its surname."""
-    from spacy.lang.en.stop_words import STOP_WORDS
-
     given, family, common = name_lists()
     word, after = m.group(1), m.end(1)
     lower = word.lower()
     if (
         _STREET_LAST.search(text[start:end])  # "Church Lane, Headley"
-        or lower in STOP_WORDS
-        or _NOT_NAME_WORD.fullmatch(word)
-        or _NOT_NAME_WORD.fullmatch(word.capitalize())
-        or _ORG_WORDS.search(word)
-        or lower in _NEVER_NAME
-        or (allow_re is not None and allow_re.fullmatch(word))
+        or _never_in_name(word, allow_re)
+        or _NOT_NAME_WORD.fullmatch(word.capitalize())  # "MONDAY"
         or _EPONYM_AFTER.match(text[after : after + 40])
         or _org_words_follow(text, after)  # "Young Offenders Institution"
         or _PLACE_AFTER.match(text[after : after + 30])  # "hospital"
