@@ -32,6 +32,7 @@ def cleaning_code_hash() -> str:
         ROOT / "src" / "themes" / "deidentify.py",
         ROOT / settings.clean.abbreviations_file,
         ROOT / settings.deidentify.allow_list_file,
+        ROOT / settings.deidentify.never_name_file,
     ]
     digest = hashlib.sha256()
     for path in files:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _settings(**overrides: object) -> DeidentifySettings:
     values: dict[str, object] = {
         "allow_list_file": ROOT / "config/deid_allow_list.txt",
+        "never_name_file": ROOT / "config/deid_never_names.txt",
         "n_process": 1,
     }
     values.update(overrides)
@@ -230,13 +231,56 @@ def test_name_beside_report_words_is_still_replaced(
         assert word not in result.text, result.text
 
 
-def test_never_name_words_are_not_listed_names() -> None:
-    from themes.deidentify import _NEVER_NAME, _STREET_WORDS_NOT_NAMES, name_lists
+def _never() -> frozenset[str]:
+    from themes.deidentify import load_never_names
 
+    return load_never_names(ROOT / "config/deid_never_names.txt")
+
+
+def test_shipped_never_name_words_load_and_street_words_are_not_listed_names() -> None:
+    from themes.deidentify import _STREET_WORDS_NOT_NAMES, name_lists
+
+    never = _never()  # the loader refuses listed names
+    assert {"deceased", "inquest", "police", "psychiatrist", "messrs"} <= never
     given, family, _ = name_lists()
     listed = {w.lower() for w in given | family}
-    assert not {w for w in _NEVER_NAME if w in listed}
     assert not {w for w in _STREET_WORDS_NOT_NAMES if w.lower() in listed}
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("# report words\nDeceased\nInquest\nSmith\n", r"line 4 .*'Smith' is a listed"),
+        ("Deceased\n\nChief Officer\n", r"line 3 .*'Chief Officer' is not one word"),
+    ],
+)
+def test_never_name_file_errors_name_the_file_line_and_key(
+    tmp_path: Path, lines: str, message: str
+) -> None:
+    from themes.deidentify import load_never_names
+
+    path = tmp_path / "never.txt"
+    path.write_text(lines, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_never_names(path)
+    assert str(path) in str(err.value) and "deidentify.never_name_file" in str(err.value)
+
+
+def test_missing_never_name_file_is_a_config_error(tmp_path: Path) -> None:
+    deid = Deidentifier(_settings(never_name_file=tmp_path / "absent.txt"))
+    with pytest.raises(ConfigError, match=r"absent\.txt.*deidentify\.never_name_file"):
+        deid.deidentify(["Mrs Smith fell."])
+
+
+@pytest.mark.slow
+def test_never_name_words_come_from_the_configured_file(tmp_path: Path) -> None:
+    text = "Comments from the Deceased's family were read at the inquest."
+    none = tmp_path / "none.txt"
+    none.write_text("# nothing\n", encoding="utf-8")
+    shipped = _one(Deidentifier(_settings()), text)
+    bare = _one(Deidentifier(_settings(never_name_file=none)), text)
+    assert "Deceased" in shipped.text, shipped.text
+    assert "Deceased" not in bare.text, bare.text
 
 
 def test_street_and_report_words_of_a_found_name_do_not_spread() -> None:
@@ -244,7 +288,7 @@ def test_street_and_report_words_of_a_found_name_do_not_spread() -> None:
 
     text = "Struck on Ashgrove Road. Ashgrove Road Deceased. The Road Traffic Collision; Ashgrove."
     found = [(text.index("Ashgrove Road Deceased"), text.index(". The"), "PERSON")]
-    repeats = {text[s:e] for s, e, *_ in _repeat_names(text, found, None)}
+    repeats = {text[s:e] for s, e, *_ in _repeat_names(text, found, None, _never())}
     assert repeats == {"Ashgrove"}
 
 
@@ -280,15 +324,17 @@ def test_name_extends_over_a_surname_or_given_name_left_out(
     from themes.deidentify import _extend_names
 
     start = text.index(found)
-    [(s, e, label)] = _extend_names(text, [(start, start + len(found), "PERSON")], None)
+    [(s, e, label)] = _extend_names(text, [(start, start + len(found), "PERSON")], None, _never())
     assert (text[s:e], label) == (name, "PERSON")
 
 
 def test_trim_person_cuts_report_words_from_either_end() -> None:
     from themes.deidentify import _trim_person
 
+    never = _never()
+
     def trim(span: str) -> str | None:
-        cut = _trim_person(span, 0, len(span))
+        cut = _trim_person(span, 0, len(span), never)
         return None if cut is None else span[cut[0] : cut[1]]
 
     assert trim("Deceased") is None
@@ -524,7 +570,7 @@ def test_extend_names_takes_the_surname_after_a_given_name(
     from themes.deidentify import _extend_names
 
     start = text.index(name)
-    ((s, e, label),) = _extend_names(text, [(start, start + len(name), "PERSON")], None)
+    ((s, e, label),) = _extend_names(text, [(start, start + len(name), "PERSON")], None, _never())
     assert (text[s:e], label) == (extended, "PERSON")
 
 
@@ -548,7 +594,7 @@ def test_extend_names_leaves_other_words(text: str, name: str) -> None:
 
     start = text.index(name)
     span = (start, start + len(name), "PERSON")
-    assert _extend_names(text, [span], None) == [span]
+    assert _extend_names(text, [span], None, _never()) == [span]
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ GB phone numbers, NHS numbers with their modulus-11 check digit); pattern recogn
 added here cover titled names ("Dr Singh", "SN Walsh"), relatives ("her son David"),
 hospital numbers, dates of birth, UK postcodes and street addresses. Clinical words
 that spaCy mistakes for names (eponymous conditions, drugs, ward names) are kept, using
-`config/deid_allow_list.txt` and the rules in `_keep_person`.
+`config/deid_allow_list.txt` and the rules in `_keep_person`. Report words that are
+never part of a name ("the Deceased", "Kent Police") are cut from name spans, using
+`config/deid_never_names.txt`.
 
 Nothing here touches the network: the spaCy model is loaded from the installed package
 (never `spacy download`) and e-mail validation uses tldextract's bundled suffix list.
@@ -261,109 +263,6 @@ _NOT_NAME_WORD = regex.compile(
 _TRUSTED_RECOGNIZERS = frozenset(
     {"TitledNameRecognizer", "DeceasedNameRecognizer", "AfterSignOffNameRecognizer"}
 )
-# Words that coroners' and investigators' reports capitalise and that are never part of
-# a person's name: inquest terms, police and prisons, specialist roles, report words.
-# The small NER model calls them people ("the Deceased", "the Inquest", "Kent Police"),
-# and "Consultant" is a title before a name as often as before a role ("Consultant
-# Psychiatrist"). They are cut from the ends of a name span, a span of nothing else is
-# dropped, and they never join a name or spread as its other mentions. None is in the
-# given-name or surname lists (a test checks), so a name is never cut short by one;
-# words that are also surnames ("Council", "Sergeant", "Hall") stay out of this list.
-_NEVER_NAME = frozenset(
-    [
-        "deceased",
-        "inquest",
-        "inquests",
-        "coroner",
-        "coroners",
-        "conclusion",
-        "narrative",
-        "accidental",
-        "death",
-        "deaths",
-        "causes",
-        "interested",
-        "persons",
-        "police",
-        "policing",
-        "constabulary",
-        "prison",
-        "prisons",
-        "hmp",
-        "ofsted",
-        "ltd",
-        "railway",
-        "railways",
-        "psychiatrist",
-        "psychiatrists",
-        "psychologist",
-        "psychologists",
-        "paediatrician",
-        "paediatricians",
-        "pediatrician",
-        "radiologist",
-        "radiologists",
-        "obstetrician",
-        "obstetricians",
-        "gynaecologist",
-        "cardiologist",
-        "neurologist",
-        "oncologist",
-        "haematologist",
-        "geriatrician",
-        "neurosurgeon",
-        "microbiologist",
-        "pathologist",
-        "histopathologist",
-        "anaesthetists",
-        "surgeons",
-        "physicians",
-        "intensivist",
-        "psychotherapist",
-        "dietitian",
-        "dietician",
-        "radiographer",
-        "sonographer",
-        "optometrist",
-        "podiatrist",
-        "audiologist",
-        "endoscopist",
-        "urologist",
-        "dermatologist",
-        "gastroenterologist",
-        "rheumatologist",
-        "ophthalmologist",
-        "officers",
-        "inspectors",
-        "supervisor",
-        "supervisors",
-        "adviser",
-        "advisor",
-        "director",
-        "directors",
-        "workers",
-        "practitioners",
-        "clinician",
-        "clinicians",
-        "emergency",
-        "safety",
-        "traffic",
-        "collision",
-        "transition",
-        "liaison",
-        "social",
-        "local",
-        "offender",
-        "offenders",
-        "armed",
-        "covid",
-        "coronavirus",
-        "safeguarding",
-        "investigation",
-        "investigations",
-        "messrs",
-    ]
-)
 # The last word of an organisation's name, never a person's ("Surrey Police", "Kirklees
 # Council"), and the first word of a prison's ("HMP Hewell", "Prison Norwich").
 _ORG_LAST = regex.compile(
@@ -404,6 +303,48 @@ def load_allow_list(path: Path) -> list[str]:
         )
     lines = path.read_text(encoding="utf-8").splitlines()
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def load_never_names(path: Path) -> frozenset[str]:
+    """Read the words that are never part of a person's name (one per line, any case; `#`
+    starts a comment line): report words such as "Deceased", "Inquest" or "Police".
+
+    A name span loses them at either end, a span of nothing else is not a name, and they
+    never join a name or spread as its other mentions. A listed given name or surname
+    would cut real names short, so one is refused.
+
+    Args:
+        path: The never-name file.
+
+    Returns:
+        The words, lower-cased.
+
+    Raises:
+        ConfigError: If the file does not exist, or a line, named by its number, holds
+            more than one word or a listed given name or surname.
+    """
+    if not path.is_file():
+        raise ConfigError(
+            f"Never-name word list '{path}' not found (config key "
+            "deidentify.never_name_file). Point it at a text file with one word per line."
+        )
+    given, family, _ = name_lists()
+    listed = {w.lower() for w in given | family}
+    words = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        word = line.strip()
+        if not word or word.startswith("#"):
+            continue
+        where = f"{path}, line {number} (config key deidentify.never_name_file)"
+        if not regex.fullmatch(r"\p{L}+", word):
+            raise ConfigError(f"{where}: '{word}' is not one word of letters.")
+        if word.lower() in listed:
+            raise ConfigError(
+                f"{where}: '{word}' is a listed given name or surname; names holding it "
+                "would be cut short and partly left in the text. Remove the line."
+            )
+        words.add(word.lower())
+    return frozenset(words)
 
 
 def allow_list_pattern(terms: list[str]) -> regex.Pattern[str]:
@@ -459,6 +400,7 @@ class Deidentifier:
         self._analyzer: AnalyzerEngine | None = None
         self._anonymizer: AnonymizerEngine | None = None
         self._allow_re: regex.Pattern[str] | None = None
+        self._never: frozenset[str] = frozenset()
 
     def deidentify(self, texts: Sequence[str]) -> list[DeidResult]:
         """De-identify a batch of texts.
@@ -548,10 +490,10 @@ class Deidentifier:
             )
             spans = _resolve(self._filter(text, found))
             if self.settings.name_lists:  # surnames left after the names found
-                spans = _extend_names(text, spans, self._allow_re)
+                spans = _extend_names(text, spans, self._allow_re, self._never)
             spans = self._with_repeats(text, spans)
             if self.settings.name_lists:  # surnames after the other mentions found so
-                extended = _extend_names(text, spans, self._allow_re)
+                extended = _extend_names(text, spans, self._allow_re, self._never)
                 if extended != spans:
                     spans = self._with_repeats(text, extended)
             out.append(DeidResult(text=self._replace(text, spans), entities=spans))
@@ -562,7 +504,8 @@ class Deidentifier:
     ) -> list[tuple[int, int, str]]:
         """The spans with every other mention of the names among them."""
         return _resolve(
-            [(s, e, t, 1.0) for s, e, t in spans] + _repeat_names(text, spans, self._allow_re)
+            [(s, e, t, 1.0) for s, e, t in spans]
+            + _repeat_names(text, spans, self._allow_re, self._never)
         )
 
     def _engine(self) -> AnalyzerEngine:
@@ -575,7 +518,12 @@ class Deidentifier:
             if terms:
                 self._allow_re = allow_list_pattern(terms)
             self._analyzer.nlp_engine.allow_re = self._allow_re
-            logger.info("De-identification engine ready (%d allow-listed terms)", len(terms))
+            self._never = load_never_names(self.settings.never_name_file)
+            logger.info(
+                "De-identification engine ready (%d allow-listed terms, %d never-name words)",
+                len(terms),
+                len(self._never),
+            )
         return self._analyzer
 
     def _filter(
@@ -593,7 +541,7 @@ class Deidentifier:
                     _ORG_LAST.search(text[start:end]) or _ORG_FIRST.match(text[start:end])
                 ):
                     continue  # "Surrey Police", "HMP Hewell"
-                span = _trim_person(text, start, end)
+                span = _trim_person(text, start, end, self._never)
                 if span is None:
                     continue
                 start, end = span
@@ -1012,8 +960,8 @@ def _may_hold_name(sentence: str, allow_re: regex.Pattern[str] | None) -> bool:
     return False
 
 
-def _trim_person(text: str, start: int, end: int) -> tuple[int, int] | None:
-    """Drop a leading title, a trailing possessive and never-name words at either end
+def _trim_person(text: str, start: int, end: int, never: frozenset[str]) -> tuple[int, int] | None:
+    """Drop a leading title, a trailing possessive and words in `never` at either end
     from a name span ("Mary's Inquest" -> "Mary"); None when nothing is left ("the
     Deceased", "Consultant Psychiatrist")."""
     span = text[start:end]
@@ -1028,14 +976,14 @@ def _trim_person(text: str, start: int, end: int) -> tuple[int, int] | None:
         span = text[start:end]
         first = _FIRST_WORD.match(span)
         last = _LAST_WORD.search(span)
-        if first and first.group(1).lower() in _NEVER_NAME:
+        if first and first.group(1).lower() in never:
             start += first.end()
-        elif last and last.group(1).lower() in _NEVER_NAME:
+        elif last and last.group(1).lower() in never:
             end = start + last.start()
         else:
             break
     span = text[start:end].strip()
-    if span.lower() in _NEVER_NAME:
+    if span.lower() in never:
         return None
     return (start, end) if span and any(c.isalpha() for c in span) else None
 
@@ -1075,7 +1023,10 @@ _SURNAME_AFTER = regex.compile(
 
 
 def _extend_names(
-    text: str, spans: list[tuple[int, int, str]], allow_re: regex.Pattern[str] | None
+    text: str,
+    spans: list[tuple[int, int, str]],
+    allow_re: regex.Pattern[str] | None,
+    never: frozenset[str],
 ) -> list[tuple[int, int, str]]:
     """Extend a name over the surname the NER model left after it, and over a given name
     it left before it.
@@ -1100,10 +1051,10 @@ def _extend_names(
     for start, end, label in spans:
         if label == "PERSON":
             m = _SURNAME_AFTER.match(text, end)
-            if m is not None and _surname_joins(text, start, end, m, allow_re):
+            if m is not None and _surname_joins(text, start, end, m, allow_re, never):
                 end = m.end(1)
             b = _GIVEN_BEFORE.search(text, max(0, start - 40), start)
-            if b is not None and _given_name_joins(text, b, start, end, allow_re):
+            if b is not None and _given_name_joins(text, b, start, end, allow_re, never):
                 start = b.start(1)
         out.append((start, end, label))
     return out
@@ -1114,7 +1065,12 @@ _GIVEN_BEFORE = regex.compile(rf"(?<![\p{{L}}\-'’.])({_NAME_WORD})[ \t]+$")
 
 
 def _given_name_joins(
-    text: str, m: regex.Match[str], start: int, end: int, allow_re: regex.Pattern[str] | None
+    text: str,
+    m: regex.Match[str],
+    start: int,
+    end: int,
+    allow_re: regex.Pattern[str] | None,
+    never: frozenset[str],
 ) -> bool:
     """Whether the word `m` straight before the name `text[start:end]` is its given name:
     a word that is neither common English nor a word that is never a name ("Rhodri
@@ -1124,7 +1080,7 @@ def _given_name_joins(
     reports they were more often hospitals and cars than names."""
     given, family, common = name_lists()
     word = m.group(1)
-    if word.lower() in common or _never_in_name(word, allow_re):
+    if word.lower() in common or _never_in_name(word, allow_re, never):
         return False
     if _STREET_FIRST.match(text, start) or _PLACE_AFTER.match(text[end : end + 30]):
         return False  # "Acacia [Lane]", "Queen [Elizabeth] Hospital"
@@ -1132,9 +1088,9 @@ def _given_name_joins(
     return any(w in given or w in family for w in names)
 
 
-def _never_in_name(word: str, allow_re: regex.Pattern[str] | None) -> bool:
+def _never_in_name(word: str, allow_re: regex.Pattern[str] | None, never: frozenset[str]) -> bool:
     """Whether `word` can never join a name found beside it: a stop word, title, place,
-    organisation word, a word that is never a name, or an allow-listed term."""
+    organisation word, a word in `never`, or an allow-listed term."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
     lower = word.lower()
@@ -1142,13 +1098,18 @@ def _never_in_name(word: str, allow_re: regex.Pattern[str] | None) -> bool:
         lower in STOP_WORDS
         or _NOT_NAME_WORD.fullmatch(word)  # titles included
         or _ORG_WORDS.search(word)
-        or lower in _NEVER_NAME
+        or lower in never
         or (allow_re is not None and allow_re.fullmatch(word))
     )
 
 
 def _surname_joins(
-    text: str, start: int, end: int, m: regex.Match[str], allow_re: regex.Pattern[str] | None
+    text: str,
+    start: int,
+    end: int,
+    m: regex.Match[str],
+    allow_re: regex.Pattern[str] | None,
+    never: frozenset[str],
 ) -> bool:
     """Whether the word `m` found straight after the name `text[start:end]` is its surname."""
     given, family, common = name_lists()
@@ -1156,7 +1117,7 @@ def _surname_joins(
     lower = word.lower()
     if (
         _STREET_LAST.search(text[start:end])  # "Church Lane, Headley"
-        or _never_in_name(word, allow_re)
+        or _never_in_name(word, allow_re, never)
         or _NOT_NAME_WORD.fullmatch(word.capitalize())  # "MONDAY"
         or _EPONYM_AFTER.match(text[after : after + 40])
         or _org_words_follow(text, after)  # "Young Offenders Institution"
@@ -1220,7 +1181,10 @@ _STREET_WORDS_NOT_NAMES = frozenset(
 
 
 def _repeat_names(
-    text: str, spans: list[tuple[int, int, str]], allow_re: regex.Pattern[str] | None
+    text: str,
+    spans: list[tuple[int, int, str]],
+    allow_re: regex.Pattern[str] | None,
+    never: frozenset[str],
 ) -> list[tuple[int, int, str, float]]:
     """Other mentions of a found name's words ("Nicola Matthews" ... "Nicola")."""
     from spacy.lang.en.stop_words import STOP_WORDS
@@ -1236,7 +1200,7 @@ def _repeat_names(
                 and word.lower() not in STOP_WORDS
                 and not (allow_re is not None and allow_re.fullmatch(word))
                 and not _TITLE_WORD.fullmatch(word)
-                and word.lower() not in _NEVER_NAME
+                and word.lower() not in never
                 and word.capitalize() not in _STREET_WORDS_NOT_NAMES  # "Road", not "Hill"
             ):
                 words.update({word, word.upper(), word[0] + word[1:].lower()})

@@ -82,6 +82,10 @@ class DeidentifySettings(_Section):
     entities: list[str] = Field(default_factory=lambda: list(IDENTIFIER_TYPES))
     allow_list_file: Path = Path("config/deid_allow_list.txt")
     """Clinical and organisational words never redacted even when spaCy calls them names."""
+    never_name_file: Path = Path("config/deid_never_names.txt")
+    """Words never part of a person's name ("Deceased", "Inquest", "Police"): cut from the
+    ends of name spans and never joined to a name. Listed given names and surnames are
+    refused."""
     name_lists: bool = True
     """Also take two capitalised words in a row as a person's name when the first is a
     known given name or the second a known surname (Faker's name lists, every Latin-script
