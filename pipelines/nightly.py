@@ -73,9 +73,14 @@ def clean_task(settings: Settings) -> dict[str, Any]:
 
 @task(cache_policy=NO_CACHE)
 def embed_and_theme_task(
-    settings: Settings, run_id: str, refit: bool, rediscover: bool = False
+    settings: Settings,
+    run_id: str,
+    refit: bool,
+    rediscover: bool = False,
+    recleaned_changed: int = 0,
 ) -> dict[str, Any]:
-    """Embed new texts (cached by hash) and assign them to themes, or refit."""
+    """Embed new texts (cached by hash) and assign them to themes, or refit (also when
+    changed cleaning rules changed stored clean texts)."""
     from themes.embed import SentenceTransformerEmbedder
 
     store = steps.open_store(settings)
@@ -92,6 +97,7 @@ def embed_and_theme_task(
         vectors,
         refit=refit,
         rediscover=rediscover,
+        recleaned_changed=recleaned_changed,
         run_id=run_id,
         progress=progress,
     )
@@ -153,7 +159,13 @@ def nightly(
         try:
             summary["ingest"] = ingest_task(settings, run_id)
             summary["clean"] = clean_task(settings)
-            summary["themes"] = embed_and_theme_task(settings, run_id, refit, rediscover)
+            summary["themes"] = embed_and_theme_task(
+                settings,
+                run_id,
+                refit,
+                rediscover,
+                recleaned_changed=summary["clean"].get("recleaned_changed", 0),
+            )
             summary["factors"] = factors_task(settings)
             summary["search"] = search_index_task(settings)
             summary["links"] = links_task(settings)

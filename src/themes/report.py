@@ -50,6 +50,13 @@ def run_summary_markdown(summary: dict[str, Any]) -> str:
             f"{clean.get('cleaned', 0)} narratives cleaned; identifiers replaced: "
             + (", ".join(f"{k} {v}" for k, v in sorted(ids.items())) or "none"),
         ]
+        if clean.get("recleaned"):
+            lines += [
+                "",
+                f"The cleaning rules (settings, word lists or package versions) changed, so "
+                f"{clean['recleaned']} stored narratives were cleaned again; "
+                f"{clean.get('recleaned_changed', 0)} of them changed.",
+            ]
     themes = (summary.get("themes") or {}).get("themes")
     if themes:
         embedded = summary["themes"].get("embedded", 0)

@@ -24,7 +24,7 @@ from themes import lifecycle
 from themes.errors import IngestError, ThemesError
 from themes.ingest import SUPPORTED_SUFFIXES, IngestReport, ingest_file
 from themes.records import KINDS, SourceMapping, load_mapping, text_hash
-from themes.settings import IngestSettings, Settings
+from themes.settings import CleanSettings, DeidentifySettings, IngestSettings, Settings
 from themes.store import (
     Store,
     assignments,
@@ -126,22 +126,86 @@ def ingest_exports(
 
 
 # -- clean and de-identify -------------------------------------------------------------------
-def pending_clean(store: Store) -> list[tuple[str, str, str]]:
-    """(record_id, raw narrative, raw_hash) of records with no up-to-date clean text."""
+# Packages whose version changes what the cleaning produces.
+_CLEANING_PACKAGES = ("themes", "presidio-analyzer", "presidio-anonymizer", "spacy", "faker")
+
+
+def cleaning_fingerprint(clean: CleanSettings, deidentify: DeidentifySettings) -> str:
+    """A short hash of everything that decides a record's clean text: the `clean` and
+    `deidentify` settings (not their batch size or process count), the contents of the
+    abbreviation list, the allow list and the never-name list, and the versions of this
+    package, Presidio, spaCy, its model and Faker (whose name lists the de-identifier
+    uses). Records cleaned under another fingerprint are cleaned again, so a trust's new
+    allow-list or never-name words, and a better de-identifier after an upgrade, reach
+    the records already in the store.
+    """
+    import hashlib
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return ""
+
+    def contents(path: Path) -> str:
+        data = path.read_bytes() if path.is_file() else b""
+        return hashlib.sha256(data).hexdigest()
+
+    # the files by their contents, not their paths
+    files = {"abbreviations_file", "allow_list_file", "never_name_file"}
+    blob = {
+        "clean": clean.model_dump(mode="json", exclude=files),
+        "deidentify": deidentify.model_dump(
+            mode="json", exclude={"batch_size", "n_process", *files}
+        ),
+        "files": [
+            contents(clean.abbreviations_file),
+            contents(deidentify.allow_list_file),
+            contents(deidentify.never_name_file),
+        ],
+        "versions": [version(p) for p in (*_CLEANING_PACKAGES, deidentify.spacy_model)],
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pending_clean(store: Store, fingerprint: str | None = None) -> list[tuple[str, str, str]]:
+    """(record_id, raw narrative, raw_hash) of records with no up-to-date clean text.
+
+    Without `fingerprint`, the records never cleaned or changed since; with it, also those
+    cleaned under other rules (`cleaning_fingerprint`).
+    """
     j = raw_records.outerjoin(clean_texts, raw_records.c.record_id == clean_texts.c.record_id)
+    stale = [
+        clean_texts.c.record_id.is_(None),
+        clean_texts.c.raw_hash != raw_records.c.raw_hash,
+    ]
+    if fingerprint is not None:
+        stale.append(clean_texts.c.cleaned_with != fingerprint)
     q = (
         sa.select(raw_records.c.record_id, raw_records.c.narrative, raw_records.c.raw_hash)
         .select_from(j)
-        .where(
-            sa.or_(
-                clean_texts.c.record_id.is_(None),
-                clean_texts.c.raw_hash != raw_records.c.raw_hash,
-            )
-        )
+        .where(sa.or_(*stale))
         .order_by(raw_records.c.record_id)
     )
     with store.connect() as conn:
         return [tuple(r) for r in conn.execute(q)]
+
+
+def _cleaned_under_other_rules(store: Store, fingerprint: str) -> dict[str, str]:
+    """record_id -> clean_hash of records whose raw text is unchanged but whose clean text
+    was made under other cleaning rules."""
+    j = clean_texts.join(raw_records, raw_records.c.record_id == clean_texts.c.record_id)
+    q = (
+        sa.select(clean_texts.c.record_id, clean_texts.c.clean_hash)
+        .select_from(j)
+        .where(
+            clean_texts.c.raw_hash == raw_records.c.raw_hash,
+            clean_texts.c.cleaned_with != fingerprint,
+        )
+    )
+    with store.connect() as conn:
+        return {r[0]: r[1] for r in conn.execute(q)}
 
 
 def clean_stream(
@@ -188,12 +252,24 @@ def clean_pending(
     progress: Progress = _noop,
     batch_size: int = CLEAN_BATCH,
 ) -> dict[str, Any]:
-    """Normalise, de-identify and expand abbreviations for every pending record.
+    """Normalise, de-identify and expand abbreviations for every pending record: new or
+    changed records, and those cleaned under other cleaning rules (`cleaning_fingerprint`
+    of the cleaner's and de-identifier's settings).
 
     Each batch is committed on its own, so an interrupted run resumes where it stopped.
-    Returns counts of records cleaned and identifiers replaced by type.
+    Returns counts of records cleaned, of those cleaned again because the rules changed
+    (`recleaned`) and whose clean text that changed (`recleaned_changed`), and of
+    identifiers replaced by type.
     """
-    todo = pending_clean(store)
+    fingerprint = cleaning_fingerprint(cleaner.settings, deidentifier.settings)
+    todo = pending_clean(store, fingerprint)
+    before = _cleaned_under_other_rules(store, fingerprint)
+    if before:
+        log.info(
+            "cleaning rules changed since %d records were cleaned: cleaning them again",
+            len(before),
+        )
+    changed = 0
     entity_totals: dict[str, int] = {}
     progress("clean", 0, len(todo))
     # one stream for the whole run: its workers go on with the next texts while each
@@ -208,14 +284,17 @@ def clean_pending(
             for (rid, _, raw_hash), (text, counts) in zip(batch, cleaned, strict=True):
                 for etype, n in counts.items():
                     entity_totals[etype] = entity_totals.get(etype, 0) + n
+                clean_hash = text_hash(text)
+                changed += rid in before and before[rid] != clean_hash
                 rows.append(
                     {
                         "record_id": rid,
                         "raw_hash": raw_hash,
                         "clean_text": text,
-                        "clean_hash": text_hash(text),
+                        "clean_hash": clean_hash,
                         "entity_counts": json.dumps(counts, sort_keys=True),
                         "cleaned_at": now,
+                        "cleaned_with": fingerprint,
                     }
                 )
             with store.begin() as conn:
@@ -224,7 +303,14 @@ def clean_pending(
     finally:
         stream.close()
     log.info("cleaned %d records; identifiers replaced: %s", len(todo), entity_totals)
-    return {"cleaned": len(todo), "identifiers_replaced": entity_totals}
+    if before:
+        log.info("cleaned again under the new rules: %d, of which %d changed", len(before), changed)
+    return {
+        "cleaned": len(todo),
+        "recleaned": len(before),
+        "recleaned_changed": changed,
+        "identifiers_replaced": entity_totals,
+    }
 
 
 # -- embed ---------------------------------------------------------------------------------
@@ -279,10 +365,21 @@ class ThemeUpdate:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def needs_refit(store: Store, settings: Settings, *, requested: bool) -> tuple[bool, str]:
-    """Whether to refit, and why."""
+def needs_refit(
+    store: Store, settings: Settings, *, requested: bool, recleaned_changed: int = 0
+) -> tuple[bool, str]:
+    """Whether to refit, and why.
+
+    Besides a request, a missing or old model, a refit follows when cleaning under changed
+    rules changed stored clean texts (`recleaned_changed`), so that theme keywords and
+    labels are drawn from the texts as they are now.
+    """
     if requested:
         return True, "refit requested"
+    if recleaned_changed:
+        return True, (
+            f"cleaning rules changed the clean text of {recleaned_changed} stored records"
+        )
     active = store.active_model()
     if active is None:
         return True, "no theme model yet"
@@ -371,6 +468,7 @@ def update_themes(
     *,
     refit: bool = False,
     rediscover: bool = False,
+    recleaned_changed: int = 0,
     run_id: str | None = None,
     progress: Progress = _noop,
 ) -> ThemeUpdate:
@@ -382,7 +480,9 @@ def update_themes(
     """
     from themes.model import ThemeModel
 
-    do_refit, reason = needs_refit(store, settings, requested=refit)
+    do_refit, reason = needs_refit(
+        store, settings, requested=refit, recleaned_changed=recleaned_changed
+    )
     hashes = [text_hash(t) for t in texts]
     now = utcnow()
     if do_refit:

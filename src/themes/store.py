@@ -81,7 +81,14 @@ clean_texts = sa.Table(
     sa.Column("clean_hash", sa.String(64), nullable=False, index=True),
     sa.Column("entity_counts", sa.Text, nullable=False),
     sa.Column("cleaned_at", sa.DateTime, nullable=False),
+    # the cleaning rules the text was made with (steps.cleaning_fingerprint): a record
+    # cleaned under other rules is cleaned again
+    sa.Column("cleaned_with", sa.String(16), nullable=False, server_default=""),
 )
+
+# Columns added after a table was first released, as (table, column): a store made
+# before them gains them, with their server default, when it is opened.
+_ADDED_COLUMNS = [(clean_texts, "cleaned_with")]
 
 embeddings = sa.Table(
     "embeddings",
@@ -223,6 +230,7 @@ class Store:
             else:
                 self.engine = sa.create_engine(url, pool_pre_ping=True)
             metadata.create_all(self.engine)
+            self._add_missing_columns()
         except ImportError as e:
             raise StoreError(
                 f"No database driver for {_redact(url)} ({e}). For PostgreSQL install the "
@@ -233,6 +241,30 @@ class Store:
                 f"Cannot open the store at {_redact(url)}: {e.__class__.__name__}: {e}. "
                 "Check store.url (THEMES_STORE__URL) and that the folder is writable."
             ) from e
+
+    def _add_missing_columns(self) -> None:
+        """Add the columns of `_ADDED_COLUMNS` that an older store lacks."""
+        inspector = sa.inspect(self.engine)
+        for table, name in _ADDED_COLUMNS:
+            if name in {c["name"] for c in inspector.get_columns(table.name)}:
+                continue
+            column = table.c[name]
+            ddl = column.type.compile(dialect=self.engine.dialect)
+            default = column.server_default.arg  # type: ignore[union-attr]
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.text(
+                            f"ALTER TABLE {table.name} ADD COLUMN {name} {ddl} "
+                            f"NOT NULL DEFAULT '{default}'"
+                        )
+                    )
+            except sa.exc.SQLAlchemyError:
+                # another process opening the store at the same time may have added it
+                columns = sa.inspect(self.engine).get_columns(table.name)
+                if name not in {c["name"] for c in columns}:
+                    raise
+            log.info("store: added column %s.%s", table.name, name)
 
     def close(self) -> None:
         self.engine.dispose()
