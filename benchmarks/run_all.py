@@ -30,6 +30,7 @@ BENCHMARKS: list[tuple[str, list[str], int]] = [
     ("deid_demo", ["bench_leaks.py", "--seeds", "7", "8", "--records", "3000"], 15),
     ("performance", ["bench_performance.py", "--records", "20000", "--increment", "500"], 30),
     ("performance_clean", ["bench_performance.py", "--clean-only", "--records", "20000"], 5),
+    ("reclean", ["bench_reclean.py", "--records", "3000", "--seed", "0"], 15),
     (
         "embed_throughput",
         ["bench_embed_throughput.py", "--records", "20000", "--sample", "200"],
