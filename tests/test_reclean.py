@@ -9,28 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from rows import raw_row
 from themes import steps
 from themes.store import Store, clean_texts, raw_records, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = "Description: Comments from the Deceased's family were read at the inquest."
 FALL = "Description: Found on the floor beside the bed; no injury."
-
-
-def _raw(rid: str, narrative: str) -> dict:
-    now = utcnow()
-    return {
-        "record_id": rid,
-        "kind": "incident",
-        "source": "datix_incident",
-        "file": "x.csv",
-        "row_number": 2,
-        "event_date": now.date(),
-        "narrative": narrative,
-        "raw_hash": f"raw-{rid}",
-        "first_seen": now,
-        "updated_at": now,
-    }
 
 
 def _clean_text(store: Store, rid: str) -> str:
@@ -69,7 +54,10 @@ def test_changed_never_name_words_clean_stored_records_again(
     from themes.deidentify import Deidentifier
 
     with store.begin() as conn:
-        conn.execute(raw_records.insert(), [_raw("A", REPORT), _raw("B", FALL)])
+        conn.execute(
+            raw_records.insert(),
+            [raw_row("A", REPORT, raw_hash="raw-A"), raw_row("B", FALL, raw_hash="raw-B")],
+        )
     bare = tmp_path / "never.txt"
     bare.write_text("# no words\n", encoding="utf-8")
     cleaner = TextCleaner(settings.clean)
@@ -94,7 +82,7 @@ def test_store_from_before_the_fingerprint_gains_it_and_is_cleaned_again(
     url = f"sqlite:///{tmp_path / 'old.db'}"
     store = Store(url)
     with store.begin() as conn:
-        conn.execute(raw_records.insert(), [_raw("A", FALL)])
+        conn.execute(raw_records.insert(), [raw_row("A", FALL, raw_hash="raw-A")])
         conn.execute(
             clean_texts.insert().values(
                 record_id="A",

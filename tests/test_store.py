@@ -2,23 +2,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from rows import raw_row
 from themes.store import Store, quarantine, raw_records, utcnow
-
-
-def _raw(rid: str) -> dict:
-    now = utcnow()
-    return {
-        "record_id": rid,
-        "kind": "incident",
-        "source": "datix_incident",
-        "file": "x.csv",
-        "row_number": 2,
-        "event_date": now.date(),
-        "narrative": "Description: fall",
-        "raw_hash": "h",
-        "first_seen": now,
-        "updated_at": now,
-    }
 
 
 def test_sqlite_store_uses_wal(store: Store) -> None:
@@ -28,16 +13,16 @@ def test_sqlite_store_uses_wal(store: Store) -> None:
 
 def test_reader_works_while_a_writer_holds_a_transaction(store: Store) -> None:
     with store.begin() as conn:
-        conn.execute(raw_records.insert().values(**_raw("A")))
+        conn.execute(raw_records.insert().values(**raw_row("A")))
     reader = Store(store.url)
     with store.begin() as writer:
-        writer.execute(raw_records.insert().values(**_raw("B")))  # not yet committed
+        writer.execute(raw_records.insert().values(**raw_row("B")))  # not yet committed
         assert reader.counts()["raw_records"] == 1  # readers see the last commit, unblocked
     assert reader.counts()["raw_records"] == 2
 
 
 def test_upsert_is_idempotent(store: Store) -> None:
-    rows = [_raw("A"), _raw("B")]
+    rows = [raw_row("A"), raw_row("B")]
     for _ in range(3):
         with store.begin() as conn:
             store.upsert(conn, raw_records, rows, keys=["record_id"])
@@ -80,8 +65,8 @@ def test_transactions_roll_back_on_error(store: Store) -> None:
     import pytest
 
     with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
-        conn.execute(raw_records.insert().values(**_raw("A")))
-        conn.execute(raw_records.insert().values(**_raw("A")))
+        conn.execute(raw_records.insert().values(**raw_row("A")))
+        conn.execute(raw_records.insert().values(**raw_row("A")))
     assert store.counts()["raw_records"] == 0
 
 
