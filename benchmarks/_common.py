@@ -19,24 +19,18 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def cleaning_code_hash() -> str:
-    """A short hash of the code and word lists that decide clean text (normalising,
-    abbreviations, de-identification), so caches of clean text go stale with them and
-    not only with the settings."""
+    """A short hash of the code and rules that decide clean text: the product's cleaning
+    fingerprint (settings, word lists, package versions) and the cleaning code itself, so
+    caches of clean text go stale with any of them, even between releases."""
     import hashlib
 
     from themes.settings import load_settings
+    from themes.steps import cleaning_fingerprint
 
     settings = load_settings()
-    files = [
-        ROOT / "src" / "themes" / "clean.py",
-        ROOT / "src" / "themes" / "deidentify.py",
-        ROOT / settings.clean.abbreviations_file,
-        ROOT / settings.deidentify.allow_list_file,
-        ROOT / settings.deidentify.never_name_file,
-    ]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.read_bytes() if path.is_file() else path.name.encode())
+    digest = hashlib.sha256(cleaning_fingerprint(settings.clean, settings.deidentify).encode())
+    for name in ("clean.py", "deidentify.py"):
+        digest.update((ROOT / "src" / "themes" / name).read_bytes())
     return digest.hexdigest()[:12]
 
 

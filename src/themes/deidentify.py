@@ -296,13 +296,24 @@ def load_allow_list(path: Path) -> list[str]:
     Raises:
         ConfigError: If the file does not exist.
     """
+    lines = _list_lines(path, "De-identification allow list", "allow_list_file", "term")
+    return [line for _, line in lines]
+
+
+def _list_lines(path: Path, name: str, key: str, item: str) -> list[tuple[int, str]]:
+    """(line number, stripped line) of each line of a word list that is neither blank nor
+    a comment; a missing file is a ConfigError naming `name` and the `deidentify.` `key`."""
     if not path.is_file():
         raise ConfigError(
-            f"De-identification allow list '{path}' not found (config key "
-            "deidentify.allow_list_file). Point it at a text file with one term per line."
+            f"{name} '{path}' not found (config key deidentify.{key}). Point it at a text "
+            f"file with one {item} per line."
         )
     lines = path.read_text(encoding="utf-8").splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return [
+        (number, line.strip())
+        for number, line in enumerate(lines, start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def load_never_names(path: Path) -> frozenset[str]:
@@ -323,18 +334,11 @@ def load_never_names(path: Path) -> frozenset[str]:
         ConfigError: If the file does not exist, or a line, named by its number, holds
             more than one word or a listed given name or surname.
     """
-    if not path.is_file():
-        raise ConfigError(
-            f"Never-name word list '{path}' not found (config key "
-            "deidentify.never_name_file). Point it at a text file with one word per line."
-        )
+    lines = _list_lines(path, "Never-name word list", "never_name_file", "word")
     given, family, _ = name_lists()
     listed = {w.lower() for w in given | family}
     words = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        word = line.strip()
-        if not word or word.startswith("#"):
-            continue
+    for number, word in lines:
         where = f"{path}, line {number} (config key deidentify.never_name_file)"
         if not regex.fullmatch(r"\p{L}+", word):
             raise ConfigError(f"{where}: '{word}' is not one word of letters.")
