@@ -77,10 +77,9 @@ def embed_and_theme_task(
     run_id: str,
     refit: bool,
     rediscover: bool = False,
-    recleaned_changed: int = 0,
 ) -> dict[str, Any]:
     """Embed new texts (cached by hash) and assign them to themes, or refit (also when
-    changed cleaning rules changed stored clean texts)."""
+    changed cleaning rules changed stored clean texts: `steps.needs_refit`)."""
     from themes.embed import SentenceTransformerEmbedder
 
     store = steps.open_store(settings)
@@ -97,7 +96,6 @@ def embed_and_theme_task(
         vectors,
         refit=refit,
         rediscover=rediscover,
-        recleaned_changed=recleaned_changed,
         run_id=run_id,
         progress=progress,
     )
@@ -159,13 +157,7 @@ def nightly(
         try:
             summary["ingest"] = ingest_task(settings, run_id)
             summary["clean"] = clean_task(settings)
-            summary["themes"] = embed_and_theme_task(
-                settings,
-                run_id,
-                refit,
-                rediscover,
-                recleaned_changed=summary["clean"].get("recleaned_changed", 0),
-            )
+            summary["themes"] = embed_and_theme_task(settings, run_id, refit, rediscover)
             summary["factors"] = factors_task(settings)
             summary["search"] = search_index_task(settings)
             summary["links"] = links_task(settings)

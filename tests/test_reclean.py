@@ -4,6 +4,7 @@ package versions), so new allow-list or never-name words reach what is already s
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,12 @@ def _clean_text(store: Store, rid: str) -> str:
     with store.connect() as conn:
         q = sa.select(clean_texts.c.clean_text).where(clean_texts.c.record_id == rid)
         return conn.execute(q).scalar_one()
+
+
+def _rules_changed_at(store: Store) -> dict[str, object]:
+    with store.connect() as conn:
+        q = sa.select(clean_texts.c.record_id, clean_texts.c.rules_changed_at)
+        return dict(conn.execute(q).all())
 
 
 def test_fingerprint_follows_word_lists_and_settings_but_not_batching(
@@ -74,6 +81,16 @@ def test_changed_never_name_words_clean_stored_records_again(
     assert "the Deceased's family" in _clean_text(store, "A")
     assert _clean_text(store, "B") == fall
     assert steps.clean_pending(store, cleaner, shipped)["cleaned"] == 0
+    marks = _rules_changed_at(store)
+    assert marks["A"] is not None and marks["B"] is None  # only A's text changed
+
+    # cleaned again under yet other rules that leave both texts as they are: A keeps its
+    # mark, so a refit still follows if the run that changed it stopped before refitting
+    with store.begin() as conn:
+        conn.execute(clean_texts.update().values(cleaned_with="other"))
+    third = steps.clean_pending(store, cleaner, shipped)
+    assert (third["recleaned"], third["recleaned_changed"]) == (2, 0)
+    assert _rules_changed_at(store) == marks
 
 
 def test_store_from_before_the_fingerprint_gains_it_and_is_cleaned_again(
@@ -94,22 +111,74 @@ def test_store_from_before_the_fingerprint_gains_it_and_is_cleaned_again(
             )
         )
     store.close()
-    with sqlite3.connect(tmp_path / "old.db") as db:  # as a store made before the column
+    with sqlite3.connect(tmp_path / "old.db") as db:  # as a store made before the columns
         db.execute("ALTER TABLE clean_texts DROP COLUMN cleaned_with")
+        db.execute("ALTER TABLE clean_texts DROP COLUMN rules_changed_at")
     reopened = Store(url)
     try:
         assert steps.pending_clean(reopened) == []  # raw text unchanged
         assert [r[0] for r in steps.pending_clean(reopened, "0123456789abcdef")] == ["A"]
+        assert _rules_changed_at(reopened) == {"A": None}
         Store(url).close()  # opening again adds nothing twice
     finally:
         reopened.close()
 
 
-def test_a_refit_follows_when_changed_rules_changed_stored_texts(theme_model, settings) -> None:  # noqa: ANN001
-    refit, reason = steps.needs_refit(theme_model, settings, requested=False, recleaned_changed=3)
-    assert refit and "3 stored records" in reason
-    _, other = steps.needs_refit(theme_model, settings, requested=False, recleaned_changed=0)
-    assert "cleaning rules" not in other
+def _clean_row(rid: str, rules_changed_at: object) -> dict[str, object]:
+    return {
+        "record_id": rid,
+        "raw_hash": f"raw-{rid}",
+        "clean_text": FALL,
+        "clean_hash": f"h-{rid}",
+        "entity_counts": "{}",
+        "cleaned_at": utcnow(),
+        "cleaned_with": "f",
+        "rules_changed_at": rules_changed_at,
+    }
+
+
+def test_a_refit_follows_while_texts_changed_by_new_rules_postdate_the_model(
+    theme_model,
+    settings,  # noqa: ANN001
+) -> None:
+    from themes.store import theme_models
+
+    (settings.paths.models_dir / "m").mkdir(parents=True)  # the active model's folder
+    fitted = theme_model.active_model()["fitted_at"]
+    with theme_model.begin() as conn:
+        conn.execute(
+            clean_texts.insert(),
+            [_clean_row("A", fitted - timedelta(days=1)), _clean_row("B", None)],
+        )
+    assert steps.needs_refit(theme_model, settings, requested=False) == (
+        False,
+        "assign new records to existing themes",
+    )
+    # a run cleaned C and D again under new rules, and stopped before its theme step
+    with theme_model.begin() as conn:
+        later = fitted + timedelta(seconds=1)
+        conn.execute(clean_texts.insert(), [_clean_row("C", later), _clean_row("D", later)])
+    refit, reason = steps.needs_refit(theme_model, settings, requested=False)
+    assert refit and "clean text of 2 stored records since the model was fitted" in reason
+    # once a model is fitted after them, records are assigned again
+    with theme_model.begin() as conn:
+        conn.execute(theme_models.update().values(fitted_at=later + timedelta(seconds=1)))
+    assert not steps.needs_refit(theme_model, settings, requested=False)[0]
+
+
+def test_a_model_saved_under_another_working_directory_is_found_in_models_dir(
+    theme_model,
+    settings,  # noqa: ANN001
+) -> None:
+    active = theme_model.active_model()
+    assert active["path"] == "m"  # relative, and not under the working directory
+    assert steps.model_dir(active, settings) is None
+    refit, reason = steps.needs_refit(theme_model, settings, requested=False)
+    assert refit and "model directory m is missing" in reason
+    assert str(settings.paths.models_dir) in reason
+    (settings.paths.models_dir / "m").mkdir(parents=True)
+    assert steps.model_dir(active, settings) == settings.paths.models_dir / "m"
+    assert not steps.needs_refit(theme_model, settings, requested=False)[0]
 
 
 def test_run_summary_says_stored_narratives_were_cleaned_again() -> None:

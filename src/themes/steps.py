@@ -192,12 +192,14 @@ def pending_clean(store: Store, fingerprint: str | None = None) -> list[tuple[st
         return [tuple(r) for r in conn.execute(q)]
 
 
-def _cleaned_under_other_rules(store: Store, fingerprint: str) -> dict[str, str]:
-    """record_id -> clean_hash of records whose raw text is unchanged but whose clean text
-    was made under other cleaning rules."""
+def _cleaned_under_other_rules(
+    store: Store, fingerprint: str
+) -> dict[str, tuple[str, datetime | None]]:
+    """record_id -> (clean_hash, rules_changed_at) of records whose raw text is unchanged
+    but whose clean text was made under other cleaning rules."""
     j = clean_texts.join(raw_records, raw_records.c.record_id == clean_texts.c.record_id)
     q = (
-        sa.select(clean_texts.c.record_id, clean_texts.c.clean_hash)
+        sa.select(clean_texts.c.record_id, clean_texts.c.clean_hash, clean_texts.c.rules_changed_at)
         .select_from(j)
         .where(
             clean_texts.c.raw_hash == raw_records.c.raw_hash,
@@ -205,7 +207,18 @@ def _cleaned_under_other_rules(store: Store, fingerprint: str) -> dict[str, str]
         )
     )
     with store.connect() as conn:
-        return {r[0]: r[1] for r in conn.execute(q)}
+        return {r[0]: (r[1], r[2]) for r in conn.execute(q)}
+
+
+def rules_changed_since(store: Store, when: datetime) -> int:
+    """How many stored clean texts new cleaning rules changed after `when`."""
+    q = (
+        sa.select(sa.func.count())
+        .select_from(clean_texts)
+        .where(clean_texts.c.rules_changed_at > when)
+    )
+    with store.connect() as conn:
+        return int(conn.execute(q).scalar_one())
 
 
 def clean_stream(
@@ -285,7 +298,12 @@ def clean_pending(
                 for etype, n in counts.items():
                     entity_totals[etype] = entity_totals.get(etype, 0) + n
                 clean_hash = text_hash(text)
-                changed += rid in before and before[rid] != clean_hash
+                # records new or changed at source carry no mark; those cleaned again keep
+                # theirs unless this cleaning changed them (see needs_refit)
+                old_hash, rules_changed_at = before.get(rid, (clean_hash, None))
+                if old_hash != clean_hash:
+                    changed += 1
+                    rules_changed_at = now
                 rows.append(
                     {
                         "record_id": rid,
@@ -295,6 +313,7 @@ def clean_pending(
                         "entity_counts": json.dumps(counts, sort_keys=True),
                         "cleaned_at": now,
                         "cleaned_with": fingerprint,
+                        "rules_changed_at": rules_changed_at,
                     }
                 )
             with store.begin() as conn:
@@ -365,30 +384,45 @@ class ThemeUpdate:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def needs_refit(
-    store: Store, settings: Settings, *, requested: bool, recleaned_changed: int = 0
-) -> tuple[bool, str]:
+def needs_refit(store: Store, settings: Settings, *, requested: bool) -> tuple[bool, str]:
     """Whether to refit, and why.
 
-    Besides a request, a missing or old model, a refit follows when cleaning under changed
-    rules changed stored clean texts (`recleaned_changed`), so that theme keywords and
-    labels are drawn from the texts as they are now.
+    Besides a request, a missing or old model, a refit follows when changed cleaning rules
+    changed stored clean texts after the model was fitted (`clean_texts.rules_changed_at`),
+    so that theme keywords and labels are drawn from the texts as they are now. The mark
+    is in the store, so a run stopped between cleaning and its theme step still leaves the
+    refit to the next run.
     """
     if requested:
         return True, "refit requested"
-    if recleaned_changed:
-        return True, (
-            f"cleaning rules changed the clean text of {recleaned_changed} stored records"
-        )
     active = store.active_model()
     if active is None:
         return True, "no theme model yet"
-    if not Path(active["path"]).is_dir():
-        return True, f"model directory {active['path']} is missing"
+    changed = rules_changed_since(store, active["fitted_at"])
+    if changed:
+        return True, (
+            f"cleaning rules changed the clean text of {changed} stored "
+            f"record{'s' if changed != 1 else ''} since the model was fitted"
+        )
+    if model_dir(active, settings) is None:
+        return True, (
+            f"model directory {active['path']} is missing "
+            f"(nor is it in paths.models_dir, {settings.paths.models_dir})"
+        )
     age = utcnow() - active["fitted_at"]
     if age > timedelta(days=settings.themes.refit_max_age_days):
         return True, f"model is {age.days} days old (themes.refit_max_age_days)"
     return False, "assign new records to existing themes"
+
+
+def model_dir(active: dict[str, Any], settings: Settings) -> Path | None:
+    """The saved model's directory: its stored path, or, when that is not there (a
+    relative path stored by a run started in another directory, or a models folder that
+    moved), the folder of the same name in `paths.models_dir`; None if neither exists."""
+    for path in (Path(active["path"]), settings.paths.models_dir / active["model_id"]):
+        if path.is_dir():
+            return path
+    return None
 
 
 def build_theme_model(settings: Settings, embedder: Any = None) -> Any:
@@ -468,7 +502,6 @@ def update_themes(
     *,
     refit: bool = False,
     rediscover: bool = False,
-    recleaned_changed: int = 0,
     run_id: str | None = None,
     progress: Progress = _noop,
 ) -> ThemeUpdate:
@@ -480,9 +513,7 @@ def update_themes(
     """
     from themes.model import ThemeModel
 
-    do_refit, reason = needs_refit(
-        store, settings, requested=refit, recleaned_changed=recleaned_changed
-    )
+    do_refit, reason = needs_refit(store, settings, requested=refit)
     hashes = [text_hash(t) for t in texts]
     now = utcnow()
     if do_refit:
@@ -567,7 +598,10 @@ def update_themes(
     active = store.active_model()
     if active is None:  # needs_refit returns True when there is none
         raise ThemesError("No active theme model; run with --refit.")
-    model = ThemeModel.load(Path(active["path"]))
+    path = model_dir(active, settings)
+    if path is None:  # needs_refit returns True when it is missing
+        raise ThemesError(f"Theme model directory {active['path']} is missing; run with --refit.")
+    model = ThemeModel.load(path)
     with store.connect() as conn:
         current = {
             r[0]: r[1]

@@ -84,11 +84,15 @@ clean_texts = sa.Table(
     # the cleaning rules the text was made with (steps.cleaning_fingerprint): a record
     # cleaned under other rules is cleaned again
     sa.Column("cleaned_with", sa.String(16), nullable=False, server_default=""),
+    # when changed cleaning rules last changed this clean text (its raw text unchanged):
+    # a theme model fitted before then is refitted, even if the run that re-cleaned it
+    # stopped before its theme step
+    sa.Column("rules_changed_at", sa.DateTime, nullable=True),
 )
 
 # Columns added after a table was first released, as (table, column): a store made
-# before them gains them, with their server default, when it is opened.
-_ADDED_COLUMNS = [(clean_texts, "cleaned_with")]
+# before them gains them, with their server default (or empty), when it is opened.
+_ADDED_COLUMNS = [(clean_texts, "cleaned_with"), (clean_texts, "rules_changed_at")]
 
 embeddings = sa.Table(
     "embeddings",
@@ -250,14 +254,15 @@ class Store:
                 continue
             column = table.c[name]
             ddl = column.type.compile(dialect=self.engine.dialect)
-            default = column.server_default.arg  # type: ignore[union-attr]
+            if column.nullable:
+                constraint = ""
+            else:
+                default = column.server_default.arg  # type: ignore[union-attr]
+                constraint = f" NOT NULL DEFAULT '{default}'"
             try:
                 with self.engine.begin() as conn:
                     conn.execute(
-                        sa.text(
-                            f"ALTER TABLE {table.name} ADD COLUMN {name} {ddl} "
-                            f"NOT NULL DEFAULT '{default}'"
-                        )
+                        sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {ddl}{constraint}")
                     )
             except sa.exc.SQLAlchemyError:
                 # another process opening the store at the same time may have added it
