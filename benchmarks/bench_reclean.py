@@ -8,7 +8,11 @@ folder):
 2. `themes run` with the never-name list lacking the words given by `--remove`
    ("deceased" by default), as if a trust had not yet listed them;
 3. `themes run` with the shipped list again, as when a trust adds those words;
-4. `themes run` with nothing changed.
+4. `themes run` with nothing changed;
+5. `themes run` with the shorter list again, killed (SIGKILL) as soon as it has cleaned
+   every stored record, before its theme step;
+6. `themes run` with that list: nothing is left to clean, yet the refit the killed run
+   owed follows (the changed texts are newer than the theme model).
 
 Each `themes run` after a change of rules cleans every stored record again; only texts
 that came out different are embedded again (or come back from the embedding cache), and
@@ -21,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -67,6 +73,52 @@ def _row(name: str, change: str, seconds: float, summary: dict[str, Any]) -> dic
     }
 
 
+def _kill_after_cleaning(env: dict[str, str], db: Path) -> dict[str, Any]:
+    """Start `themes run`, and SIGKILL it (its whole process group) once every stored
+    record has been cleaned again, before its theme step has written anything."""
+    with sqlite3.connect(db) as conn:
+        total = conn.execute("SELECT count(*) FROM clean_texts").fetchone()[0]
+        model = conn.execute("SELECT model_id FROM theme_models WHERE active").fetchone()[0]
+        since = conn.execute("SELECT max(cleaned_at) FROM clean_texts").fetchone()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "themes.cli", "run", "--json"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    cleaned = 0
+    try:
+        while cleaned < total:
+            if proc.poll() is not None:
+                raise SystemExit("the run to be killed finished first: no kill was tested")
+            time.sleep(0.1)
+            with sqlite3.connect(db) as conn:
+                cleaned = conn.execute(
+                    "SELECT count(*) FROM clean_texts WHERE cleaned_at > ?", (since,)
+                ).fetchone()[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    seconds = time.perf_counter() - t0
+    with sqlite3.connect(db) as conn:
+        active = conn.execute("SELECT model_id, fitted_at FROM theme_models WHERE active")
+        model_after, fitted_at = active.fetchone()
+        changed = conn.execute(
+            "SELECT count(*) FROM clean_texts WHERE rules_changed_at > ?", (fitted_at,)
+        ).fetchone()[0]
+    if model_after != model:
+        raise SystemExit("the killed run had already refitted: no interrupted refit was tested")
+    return {
+        "seconds": seconds,
+        "clean": {"cleaned": cleaned, "recleaned": cleaned, "recleaned_changed": changed},
+        "themes": {"themes": {"reason": "killed (SIGKILL) after cleaning, before its theme step"}},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=3000, help="demo records")
@@ -95,7 +147,7 @@ def main() -> None:
         encoding="utf-8",
     )
 
-    print(f"1/4 themes demo --records {args.records} --seed {args.seed} (in {root})", flush=True)
+    print(f"1/6 themes demo --records {args.records} --seed {args.seed} (in {root})", flush=True)
     demo_s, _ = _themes(env, "demo", "--records", str(args.records), "--seed", str(args.seed))
     rows = []
     runs = [
@@ -106,9 +158,17 @@ def main() -> None:
         ("4", "none", {}),
     ]  # fmt: skip
     for name, change, extra in runs:
-        print(f"{name}/4 themes run ({change})", flush=True)
+        print(f"{name}/6 themes run ({change})", flush=True)
         seconds, out = _themes({**env, **extra}, "run", "--json")
         rows.append(_row(name, change, seconds, json.loads(out)))
+    fewer_env = {**env, **runs[0][2]}
+    change = runs[0][1]
+    print(f"5/6 themes run ({change}), killed after cleaning", flush=True)
+    killed = _kill_after_cleaning(fewer_env, root / "var" / "themes.db")
+    rows.append(_row("5", f"{change} (killed)", killed.pop("seconds"), killed))
+    print(f"6/6 themes run ({change}, after the kill)", flush=True)
+    seconds, out = _themes(fewer_env, "run", "--json")
+    rows.append(_row("6", f"{change} (after the kill)", seconds, json.loads(out)))
 
     header = list(rows[0])
     table = md_table(header, [[r[h] for h in header] for r in rows])
@@ -117,8 +177,11 @@ def main() -> None:
             "# Re-cleaning when the cleaning rules change",
             "",
             f"A store of {args.records} demo records (seed {args.seed}) made by `themes demo` "
-            f"in {demo_s:.0f} s, then three `themes run`s, each a new process as a "
-            "scheduled run is (Prefect's temporary server included in the seconds).",
+            f"in {demo_s:.0f} s, then five `themes run`s, each a new process as a "
+            "scheduled run is (Prefect's temporary server included in the seconds). Run 5 "
+            "is killed (SIGKILL) once it has cleaned every stored record, before its theme "
+            "step; its counts are read from the store, `recleaned_changed` being the clean "
+            "texts newer than the theme model. Run 6 owes the refit it did not do.",
             "",
             table,
             "",
