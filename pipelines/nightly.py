@@ -73,10 +73,7 @@ def clean_task(settings: Settings) -> dict[str, Any]:
 
 @task(cache_policy=NO_CACHE)
 def embed_and_theme_task(
-    settings: Settings,
-    run_id: str,
-    refit: bool,
-    rediscover: bool = False,
+    settings: Settings, run_id: str, refit: bool, rediscover: bool = False
 ) -> dict[str, Any]:
     """Embed new texts (cached by hash) and assign them to themes, or refit (also when
     changed cleaning rules changed stored clean texts: `steps.needs_refit`)."""
