@@ -175,6 +175,14 @@ def pending_clean(store: Store, fingerprint: str | None = None) -> list[tuple[st
     Without `fingerprint`, the records never cleaned or changed since; with it, also those
     cleaned under other rules (`cleaning_fingerprint`).
     """
+    return [row[:3] for row in _stale_clean(store, fingerprint)]
+
+
+def _stale_clean(
+    store: Store, fingerprint: str | None
+) -> list[tuple[str, str, str, str | None, datetime | None]]:
+    """`pending_clean`'s rows, each with the clean_hash and rules_changed_at its record
+    holds when its raw text is unchanged (it was cleaned under other rules), else None."""
     j = raw_records.outerjoin(clean_texts, raw_records.c.record_id == clean_texts.c.record_id)
     stale = [
         clean_texts.c.record_id.is_(None),
@@ -182,32 +190,21 @@ def pending_clean(store: Store, fingerprint: str | None = None) -> list[tuple[st
     ]
     if fingerprint is not None:
         stale.append(clean_texts.c.cleaned_with != fingerprint)
+    same_raw = clean_texts.c.raw_hash == raw_records.c.raw_hash
     q = (
-        sa.select(raw_records.c.record_id, raw_records.c.narrative, raw_records.c.raw_hash)
+        sa.select(
+            raw_records.c.record_id,
+            raw_records.c.narrative,
+            raw_records.c.raw_hash,
+            sa.case((same_raw, clean_texts.c.clean_hash)),
+            sa.case((same_raw, clean_texts.c.rules_changed_at)),
+        )
         .select_from(j)
         .where(sa.or_(*stale))
         .order_by(raw_records.c.record_id)
     )
     with store.connect() as conn:
         return [tuple(r) for r in conn.execute(q)]
-
-
-def _cleaned_under_other_rules(
-    store: Store, fingerprint: str
-) -> dict[str, tuple[str, datetime | None]]:
-    """record_id -> (clean_hash, rules_changed_at) of records whose raw text is unchanged
-    but whose clean text was made under other cleaning rules."""
-    j = clean_texts.join(raw_records, raw_records.c.record_id == clean_texts.c.record_id)
-    q = (
-        sa.select(clean_texts.c.record_id, clean_texts.c.clean_hash, clean_texts.c.rules_changed_at)
-        .select_from(j)
-        .where(
-            clean_texts.c.raw_hash == raw_records.c.raw_hash,
-            clean_texts.c.cleaned_with != fingerprint,
-        )
-    )
-    with store.connect() as conn:
-        return {r[0]: (r[1], r[2]) for r in conn.execute(q)}
 
 
 def rules_changed_since(store: Store, when: datetime) -> int:
@@ -275,8 +272,10 @@ def clean_pending(
     identifiers replaced by type.
     """
     fingerprint = cleaning_fingerprint(cleaner.settings, deidentifier.settings)
-    todo = pending_clean(store, fingerprint)
-    before = _cleaned_under_other_rules(store, fingerprint)
+    stale = _stale_clean(store, fingerprint)
+    todo = [row[:3] for row in stale]
+    # records cleaned before under other rules: their clean hash and refit mark
+    before = {row[0]: (row[3], row[4]) for row in stale if row[3] is not None}
     if before:
         log.info(
             "cleaning rules changed since %d records were cleaned: cleaning them again",
