@@ -104,13 +104,16 @@ def _kill_after_cleaning(env: dict[str, str], db: Path) -> dict[str, Any]:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     seconds = time.perf_counter() - t0
-    with sqlite3.connect(db) as conn:
-        active = conn.execute("SELECT model_id, fitted_at FROM theme_models WHERE active")
-        model_after, fitted_at = active.fetchone()
-        changed = conn.execute(
-            "SELECT count(*) FROM clean_texts WHERE rules_changed_at > ?", (fitted_at,)
-        ).fetchone()[0]
-    if model_after != model:
+    from themes.steps import rules_changed_since
+    from themes.store import Store
+
+    store = Store(f"sqlite:///{db}")
+    try:
+        active = store.active_model()
+        changed = rules_changed_since(store, active["fitted_at"])
+    finally:
+        store.close()
+    if active["model_id"] != model:
         raise SystemExit("the killed run had already refitted: no interrupted refit was tested")
     return {
         "seconds": seconds,
