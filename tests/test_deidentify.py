@@ -304,7 +304,14 @@ def test_street_and_report_words_of_a_found_name_do_not_spread() -> None:
         # an unlisted, uncommon given name before a found listed surname
         ("the death of Rhodri Davies on 4 May", "Davies", "Rhodri Davies"),
         ("Tegwen Jones’s level of risk", "Jones", "Tegwen Jones"),
-        # not a listed given name that is also a common word, nor before a building
+        # a listed given name that is also a common word, before a one-word surname
+        ("11:20 Sandra Smith was sent home", "Smith", "Sandra Smith"),
+        ("Description: Amelia Qureshi admitted to", "Qureshi", "Amelia Qureshi"),
+        # but not before a word that is only a given name, nor before more capitals
+        ("the Queen Elizabeth was delayed", "Elizabeth", "Elizabeth"),
+        ("a Mercedes Benz Sprinter van", "Benz", "Benz"),
+        ("cycling on Church Lane Headley", "Headley", "Headley"),
+        # nor before a building
         ("was taken to the Queen Elizabeth Hospital", "Elizabeth", "Elizabeth"),
         ("Chronology: Rhodri Davies Ward", "Davies", "Davies"),
         # not a common word, a street's name, a clinical word or an unlisted "name"

@@ -1047,7 +1047,9 @@ def _extend_names(
 
     Before a name that holds a listed word, a word that is neither common English nor a
     word that is never a name joins it as its given name ("Rhodri [PERSON]"), unless the
-    name starts with a street word ("Acacia [Lane]").
+    name starts with a street word ("Acacia [Lane]"). A listed given name that is also a
+    common word joins a lone surname-shaped word ("Sandra [Smith] was"; see
+    `_given_name_joins`).
     """
     if not any(label == "PERSON" for *_, label in spans):
         return spans
@@ -1079,16 +1081,30 @@ def _given_name_joins(
     """Whether the word `m` straight before the name `text[start:end]` is its given name:
     a word that is neither common English nor a word that is never a name ("Rhodri
     [PERSON]"), before a name that holds a listed given name or surname (not "Retrograde
-    Cholangiopancreatography") and is not a street's or a building's name. Listed given
-    names that are also common words ("Grace", "Queen", "Mercedes") do not join: on real
-    reports they were more often hospitals and cars than names."""
+    Cholangiopancreatography") and is not a street's or a building's name.
+
+    A listed given name that is also a common word ("Sandra", "George", "Grace") joins
+    only a name of one word that is surname-shaped: a listed surname or a word that is
+    not common English ("Sandra [Smith] was sent home", "Amelia [Qureshi] admitted"),
+    with no capitalised word after it. Not "Queen [Elizabeth]", whose second word is only
+    a given name, nor a street's "Lane [Headley]": joining such words before any name
+    found more hospitals and cars than names in the coroners' reports."""
     given, family, common = name_lists()
     word = m.group(1)
-    if word.lower() in common or _never_in_name(word, allow_re, never):
+    if _never_in_name(word, allow_re, never):
         return False
     if _STREET_FIRST.match(text, start) or _PLACE_AFTER.match(text[end : end + 30]):
         return False  # "Acacia [Lane]", "Queen [Elizabeth] Hospital"
-    names = {w.capitalize() for w in regex.findall(r"\p{L}+", text[start:end])}
+    found = text[start:end]
+    if word.lower() in common:
+        return (
+            word in given
+            and not _STREET_LAST.search(word)  # "Church Lane [Headley]"
+            and regex.fullmatch(_NAME_WORD, found) is not None
+            and (found in family or found.lower() not in common)
+            and _CAPITALISED_AFTER.match(text, end) is None
+        )
+    names = {w.capitalize() for w in regex.findall(r"\p{L}+", found)}
     return any(w in given or w in family for w in names)
 
 
