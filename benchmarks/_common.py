@@ -20,18 +20,13 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 def cleaning_code_hash() -> str:
     """A short hash of the code and rules that decide clean text: the product's cleaning
-    fingerprint (settings, word lists, package versions) and the cleaning code itself, so
+    fingerprint (settings, word lists, package versions and the cleaning code itself), so
     caches of clean text go stale with any of them, even between releases."""
-    import hashlib
-
     from themes.settings import load_settings
     from themes.steps import cleaning_fingerprint
 
     settings = load_settings()
-    digest = hashlib.sha256(cleaning_fingerprint(settings.clean, settings.deidentify).encode())
-    for name in ("clean.py", "deidentify.py"):
-        digest.update((ROOT / "src" / "themes" / name).read_bytes())
-    return digest.hexdigest()[:12]
+    return cleaning_fingerprint(settings.clean, settings.deidentify)[:12]
 
 
 MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")

@@ -51,6 +51,32 @@ def test_fingerprint_follows_word_lists_and_settings_but_not_batching(
     assert steps.cleaning_fingerprint(patterns, deid) != base
 
 
+def test_code_digest_follows_what_code_does_not_its_comments_or_layout() -> None:
+    base = steps.code_digest('def f(x):\n    """Add one."""\n    return x + 1  # one more\n')
+    # comments, docstrings and layout do not count
+    assert steps.code_digest("def f(x):\n    # note\n    return (x +\n            1)\n") == base
+    assert steps.code_digest('def f(x):\n    """Another docstring."""\n    return x + 1\n') == base
+    # what the code does does
+    assert steps.code_digest("def f(x):\n    return x + 2\n") != base
+    assert steps.code_digest("def f(y):\n    return y + 1\n") != base
+    assert steps.code_digest('def f(x):\n    return x + 1 if x else "one"\n') != base
+
+
+def test_fingerprint_follows_the_cleaning_code(settings, monkeypatch) -> None:  # noqa: ANN001
+    import themes.clean
+    import themes.deidentify
+
+    clean, deid = settings.clean, settings.deidentify
+    base = steps.cleaning_fingerprint(clean, deid)
+    code = steps._cleaning_code()
+    assert code == [
+        steps.code_digest(Path(module.__file__).read_text(encoding="utf-8"))
+        for module in (themes.clean, themes.deidentify)
+    ]
+    monkeypatch.setattr(steps, "_cleaning_code", lambda: [code[0], "an edited de-identifier"])
+    assert steps.cleaning_fingerprint(clean, deid) != base
+
+
 @pytest.mark.slow
 def test_changed_never_name_words_clean_stored_records_again(
     settings,

