@@ -53,8 +53,8 @@ def run_summary_markdown(summary: dict[str, Any]) -> str:
         if clean.get("recleaned"):
             lines += [
                 "",
-                f"The cleaning rules (settings, word lists or package versions) changed, so "
-                f"{clean['recleaned']} stored narratives were cleaned again; "
+                "The cleaning rules (settings, word lists, cleaning code or package versions) "
+                f"changed, so {clean['recleaned']} stored narratives were cleaned again; "
                 f"{clean.get('recleaned_changed', 0)} of them changed.",
             ]
     themes = (summary.get("themes") or {}).get("themes")
