@@ -9,10 +9,11 @@ it (long narratives are chunked, never cut). This script measures, in one run:
    probed before, during and after the timed runs, the fastest probe setting the floor;
 2. the word-pieces in the demo's de-identified narratives (the product's own chunking);
 3. the embedding rate on a sample of them in float32 (the product's batches of at most
-   `embed.batch_tokens` word-pieces, and the batches of `embed.batch_size` pieces of any
-   length it used before, in alternate rounds), in bfloat16 (the product's batch
-   arithmetic where the CPU has it natively, `embed.precision`; the same two batchings,
-   alternating where bfloat16 is native) and in dynamic int8,
+   `embed.batch_tokens` word-pieces in `embed.n_process` one-thread workers, the batches
+   of `embed.batch_size` pieces of any length it used before, and one process on every
+   core, in alternate rounds), in bfloat16 (the product's batch arithmetic where the CPU
+   has it natively, `embed.precision`; the same three, alternating where bfloat16 is
+   native) and in dynamic int8,
    and through ONNX Runtime (the product's own ONNX export, in float32 and quantised to
    dynamic int8), with each one's cosine to the float32 vectors;
 4. the implied time for the whole corpus, and the floor: word-pieces x FLOPs per
@@ -173,33 +174,48 @@ def main() -> None:
         update={"batch_tokens": by_count.settings.batch_size * (model.max_seq_length + 2)}
     )
     by_count._model = model
-    rounds = [(timed(fp32_embedder), timed(by_count)) for _ in range(3)]
+    # and the product's worker processes (embed.n_process, one thread each) against one
+    # process on every core (embed.n_process = 1)
+    fp32_one = at("float32")
+    fp32_one.settings = fp32_one.settings.model_copy(update={"n_process": 1})
+    fp32_one._model = model
+    rounds = [(timed(fp32_embedder), timed(by_count), timed(fp32_one)) for _ in range(3)]
     probe()
     fp32, fp32_s = min((r[0] for r in rounds), key=lambda r: r[1])
     count_run = min((r[1] for r in rounds), key=lambda r: r[1])
+    one_run = min((r[2] for r in rounds), key=lambda r: r[1])
     # the same comparison in bfloat16 where the CPU multiplies it natively (elsewhere
     # torch emulates it, too slowly to time more than once)
     bf16_embedder = at("bfloat16")
     bf16_count = at("bfloat16")
     bf16_count.settings = by_count.settings.model_copy(update={"precision": "bfloat16"})
     bf16_count._model = model
+    bf16_one = at("bfloat16")
+    bf16_one.settings = bf16_one.settings.model_copy(update={"n_process": 1})
+    bf16_one._model = model
     bf16_rounds = [
-        (timed(bf16_embedder), timed(bf16_count)) for _ in range(3 if native_bf16() else 1)
+        (timed(bf16_embedder), timed(bf16_count), timed(bf16_one))
+        for _ in range(3 if native_bf16() else 1)
     ]
     bf16, bf16_s = min((r[0] for r in bf16_rounds), key=lambda r: r[1])
     bf16_count_run = min((r[1] for r in bf16_rounds), key=lambda r: r[1])
+    bf16_one_run = min((r[2] for r in bf16_rounds), key=lambda r: r[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quant = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    # int8 and ONNX Runtime are timed in one process on every core, as in earlier readings
     int8_embedder = at("float32")
+    int8_embedder.settings = int8_embedder.settings.model_copy(update={"n_process": 1})
     int8_embedder._model = quant
     int8, int8_s = timed(int8_embedder)
     runs = {"float32": (fp32, fp32_s),
             f"float32, {by_count.settings.batch_size} pieces a batch of any length (before "
             "embed.batch_tokens)": count_run,
+            "float32, one process on every core (embed.n_process = 1)": one_run,
             "bfloat16": (bf16, bf16_s),
             f"bfloat16, {by_count.settings.batch_size} pieces a batch of any length":
                 bf16_count_run,
+            "bfloat16, one process on every core (embed.n_process = 1)": bf16_one_run,
             "dynamic int8": (int8, int8_s)}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -213,6 +229,7 @@ def main() -> None:
                              extra_options={"DefaultTensorType": 1})  # fmt: skip
         for name, path in (("ONNX Runtime float32", exported), ("ONNX Runtime int8", quantised)):
             onnx_embedder = at("float32")
+            onnx_embedder.settings = onnx_embedder.settings.model_copy(update={"n_process": 1})
             onnx_embedder._model = model  # chunking, tokeniser and dimension: the product's
             onnx_embedder._batch_model = OnnxBatchModel(tok, path)
             runs[name] = timed(onnx_embedder)

@@ -89,6 +89,52 @@ def test_batching_does_not_change_the_vectors(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_worker_processes_give_the_vectors_of_one_process(
+    embedder: SentenceTransformerEmbedder, precision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import themes.embed as embed_module
+
+    texts = [
+        f"{i} patients waited {n} hours for a bed; escalation to the site manager."
+        + " Observations were late." * n
+        for i, n in enumerate([1, 3, 9, 27, 2, 5, 14, 40, 1, 7, 20, 4] * 2)
+    ]
+    asked: list[int] = []
+    real = embed_module.fork_imap
+
+    def spy(fn, items, *, n_process):  # noqa: ANN001, ANN202
+        asked.append(n_process)
+        return real(fn, items, n_process=n_process)
+
+    monkeypatch.setattr(embed_module, "fork_imap", spy)
+    small = {"batch_size": 2, "batch_tokens": 400, "precision": precision}
+    forked = SentenceTransformerEmbedder(EmbedSettings(**small, n_process=2))
+    alone = SentenceTransformerEmbedder(EmbedSettings(**small, n_process=1))
+    forked._model = alone._model = embedder.model
+    seen: list[int] = []
+    a = forked.encode(texts, progress=seen.append)
+    b = alone.encode(texts)
+    assert asked == [2, 1] and sum(seen) == len(texts)
+    if precision == "float32":
+        assert np.allclose(a, b, atol=1e-5)
+    else:
+        assert float((a * b).sum(axis=1).min()) > 0.9995
+
+
+def test_workers_only_for_enough_batches_on_the_cpu() -> None:
+    from themes.embed import MIN_BATCHES_PER_WORKER
+
+    two = SentenceTransformerEmbedder(EmbedSettings(n_process=2))
+    assert two.workers(1) == 1
+    assert two.workers(2 * MIN_BATCHES_PER_WORKER - 1) == 1
+    assert two.workers(2 * MIN_BATCHES_PER_WORKER) == 2
+    assert two.workers(1000) == 2
+    assert SentenceTransformerEmbedder(EmbedSettings(n_process=1)).workers(1000) == 1
+    assert SentenceTransformerEmbedder(EmbedSettings(n_process=2, device="cuda")).workers(1000) == 1
+
+
+@pytest.mark.slow
 def test_progress_reports_every_text(embedder: SentenceTransformerEmbedder) -> None:
     seen: list[int] = []
     embedder.encode(["x"] * 5 + ["long " * 600], progress=seen.append)

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from themes.errors import ConfigError
+from themes.parallel import can_fork, fork_imap
 from themes.records import text_hash
 from themes.settings import EmbedSettings
 from themes.store import Store
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 STORE_EVERY = 2048
 """Texts embedded between writes to the cache."""
+
+MIN_BATCHES_PER_WORKER = 4
+"""`encode` forks a worker per this many batches, up to `embed.n_process`: a few batches
+are done before workers would have started."""
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished."""
@@ -82,6 +87,10 @@ class SentenceTransformerEmbedder:
     have it natively, which halves the time of a full run (benchmarks/
     bench_embed_throughput.py). Single queries (`encode_one`) and the ONNX export always
     use the float32 model.
+
+    With many batches, `encode` hands them to `embed.n_process` forked workers that run
+    the model on one thread each: on a small server, cores kept busy with whole batches
+    do more than one process whose every operator is split over the cores.
     """
 
     def __init__(self, settings: EmbedSettings) -> None:
@@ -191,6 +200,13 @@ class SentenceTransformerEmbedder:
             start += per_batch
         return out
 
+    def workers(self, n_batches: int) -> int:
+        """Processes `encode` uses for `n_batches` batches: `embed.n_process` for at least
+        `MIN_BATCHES_PER_WORKER` batches each, on the CPU where the platform forks; else 1."""
+        if self.settings.device != "cpu" or not can_fork():
+            return 1
+        return max(1, min(self.settings.n_process, n_batches // MIN_BATCHES_PER_WORKER))
+
     def encode_one(self, text: str) -> np.ndarray:
         """One text's L2-normalised vector, as `encode` gives it, for an interactive query.
 
@@ -225,15 +241,26 @@ class SentenceTransformerEmbedder:
         owner_arr = np.asarray(owners)
         left = np.bincount(owner_arr, minlength=len(texts))  # pieces still to embed per text
         done = 0
-        for part in self.batches(lengths):
-            vecs = self.batch_model.encode(
+        batches = self.batches(lengths)
+        model = self.batch_model  # loaded here, so that forked workers share it
+        parent = os.getpid()
+
+        def embed_batch(part: np.ndarray) -> np.ndarray:
+            if os.getpid() != parent:  # a worker: one thread, the other cores have theirs
+                import torch
+
+                torch.set_num_threads(1)
+            vecs = model.encode(
                 [pieces[k] for k in part],
                 batch_size=len(part),
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-            vecs = np.asarray(vecs, dtype=np.float32)
+            return np.asarray(vecs, dtype=np.float32)
+
+        vectors = fork_imap(embed_batch, batches, n_process=self.workers(len(batches)))
+        for part, vecs in zip(batches, vectors, strict=True):
             np.add.at(out, owner_arr[part], vecs * weights[part, None])
             np.subtract.at(left, owner_arr[part], 1)
             finished = int((left == 0).sum())
@@ -439,6 +466,13 @@ class OnnxQueryEncoder:
         )
         record.unlink(missing_ok=True)
         return None
+
+    def workers(self, n_batches: int) -> int:
+        """Processes `encode` uses for `n_batches` batches: `embed.n_process` for at least
+        `MIN_BATCHES_PER_WORKER` batches each, on the CPU where the platform forks; else 1."""
+        if self.settings.device != "cpu" or not can_fork():
+            return 1
+        return max(1, min(self.settings.n_process, n_batches // MIN_BATCHES_PER_WORKER))
 
     def encode_one(self, text: str) -> np.ndarray:
         """One text's L2-normalised vector, as `SentenceTransformerEmbedder.encode` gives it."""
