@@ -467,13 +467,6 @@ class OnnxQueryEncoder:
         record.unlink(missing_ok=True)
         return None
 
-    def workers(self, n_batches: int) -> int:
-        """Processes `encode` uses for `n_batches` batches: `embed.n_process` for at least
-        `MIN_BATCHES_PER_WORKER` batches each, on the CPU where the platform forks; else 1."""
-        if self.settings.device != "cpu" or not can_fork():
-            return 1
-        return max(1, min(self.settings.n_process, n_batches // MIN_BATCHES_PER_WORKER))
-
     def encode_one(self, text: str) -> np.ndarray:
         """One text's L2-normalised vector, as `SentenceTransformerEmbedder.encode` gives it."""
         ids, mask = self.tokenize(text)
