@@ -134,9 +134,9 @@ def main() -> None:
     texts = demo_texts(args.records)
     prep_s = time.perf_counter() - t0
 
-    def at(precision: str) -> SentenceTransformerEmbedder:
+    def at(precision: str, **update: object) -> SentenceTransformerEmbedder:
         return SentenceTransformerEmbedder(
-            settings.embed.model_copy(update={"precision": precision})
+            settings.embed.model_copy(update={"precision": precision, **update})
         )
 
     fp32_embedder = at("float32")
@@ -169,15 +169,12 @@ def main() -> None:
     # the product's batching (at most embed.batch_tokens word-pieces a batch) against
     # the count-only batches it replaced (embed.batch_size pieces of any length), in
     # alternate rounds, each row's fastest, since this rate moves with the host's load
-    by_count = at("float32")
-    by_count.settings = by_count.settings.model_copy(
-        update={"batch_tokens": by_count.settings.batch_size * (model.max_seq_length + 2)}
-    )
+    count_only = settings.embed.batch_size * (model.max_seq_length + 2)
+    by_count = at("float32", batch_tokens=count_only)
     by_count._model = model
     # and the product's worker processes (embed.n_process, one thread each) against one
     # process on every core (embed.n_process = 1)
-    fp32_one = at("float32")
-    fp32_one.settings = fp32_one.settings.model_copy(update={"n_process": 1})
+    fp32_one = at("float32", n_process=1)
     fp32_one._model = model
     rounds = [(timed(fp32_embedder), timed(by_count), timed(fp32_one)) for _ in range(3)]
     probe()
@@ -187,11 +184,9 @@ def main() -> None:
     # the same comparison in bfloat16 where the CPU multiplies it natively (elsewhere
     # torch emulates it, too slowly to time more than once)
     bf16_embedder = at("bfloat16")
-    bf16_count = at("bfloat16")
-    bf16_count.settings = by_count.settings.model_copy(update={"precision": "bfloat16"})
+    bf16_count = at("bfloat16", batch_tokens=count_only)
     bf16_count._model = model
-    bf16_one = at("bfloat16")
-    bf16_one.settings = bf16_one.settings.model_copy(update={"n_process": 1})
+    bf16_one = at("bfloat16", n_process=1)
     bf16_one._model = model
     bf16_rounds = [
         (timed(bf16_embedder), timed(bf16_count), timed(bf16_one))
@@ -204,8 +199,7 @@ def main() -> None:
         warnings.simplefilter("ignore")
         quant = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     # int8 and ONNX Runtime are timed in one process on every core, as in earlier readings
-    int8_embedder = at("float32")
-    int8_embedder.settings = int8_embedder.settings.model_copy(update={"n_process": 1})
+    int8_embedder = at("float32", n_process=1)
     int8_embedder._model = quant
     int8, int8_s = timed(int8_embedder)
     runs = {"float32": (fp32, fp32_s),
@@ -228,8 +222,7 @@ def main() -> None:
             quantize_dynamic(exported, quantised, per_channel=True, weight_type=QuantType.QInt8,
                              extra_options={"DefaultTensorType": 1})  # fmt: skip
         for name, path in (("ONNX Runtime float32", exported), ("ONNX Runtime int8", quantised)):
-            onnx_embedder = at("float32")
-            onnx_embedder.settings = onnx_embedder.settings.model_copy(update={"n_process": 1})
+            onnx_embedder = at("float32", n_process=1)
             onnx_embedder._model = model  # chunking, tokeniser and dimension: the product's
             onnx_embedder._batch_model = OnnxBatchModel(tok, path)
             runs[name] = timed(onnx_embedder)

@@ -79,13 +79,17 @@ def test_batching_does_not_change_the_vectors(
     )
     reference._model = small._model = embedder.model
     assert len(small.batches([n for t in texts for _, n in small._chunks(t)])) > 3
-    batched, whole = small.encode(texts), reference.encode(texts)
+    _assert_same_vectors(small.encode(texts), reference.encode(texts), precision)
+
+
+def _assert_same_vectors(a: np.ndarray, b: np.ndarray, precision: str) -> None:
+    """Equal in float32. In bfloat16 each batch's sums are rounded in their own order, so
+    a vector moves with its batch, but no further than bfloat16 moves it from float32's
+    (cosine 0.9999)."""
     if precision == "float32":
-        assert np.allclose(batched, whole, atol=1e-5)
+        assert np.allclose(a, b, atol=1e-5)
     else:
-        # bfloat16 rounds each batch's sums in its own order, so a vector moves with its
-        # batch, but no further than bfloat16 moves it from float32's (cosine 0.9999)
-        assert float((batched * whole).sum(axis=1).min()) > 0.9995
+        assert float((a * b).sum(axis=1).min()) > 0.9995
 
 
 @pytest.mark.slow
@@ -116,10 +120,7 @@ def test_worker_processes_give_the_vectors_of_one_process(
     a = forked.encode(texts, progress=seen.append)
     b = alone.encode(texts)
     assert asked == [2, 1] and sum(seen) == len(texts)
-    if precision == "float32":
-        assert np.allclose(a, b, atol=1e-5)
-    else:
-        assert float((a * b).sum(axis=1).min()) > 0.9995
+    _assert_same_vectors(a, b, precision)
 
 
 def test_workers_only_for_enough_batches_on_the_cpu() -> None:

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from themes.errors import ConfigError
-from themes.parallel import can_fork, fork_imap
+from themes.parallel import fork_imap
 from themes.records import text_hash
 from themes.settings import EmbedSettings
 from themes.store import Store
@@ -201,9 +201,10 @@ class SentenceTransformerEmbedder:
         return out
 
     def workers(self, n_batches: int) -> int:
-        """Processes `encode` uses for `n_batches` batches: `embed.n_process` for at least
-        `MIN_BATCHES_PER_WORKER` batches each, on the CPU where the platform forks; else 1."""
-        if self.settings.device != "cpu" or not can_fork():
+        """Processes `encode` asks for `n_batches` batches: `embed.n_process` for at least
+        `MIN_BATCHES_PER_WORKER` batches each, on the CPU; else 1. (`fork_imap` runs them
+        in this process where the platform cannot fork.)"""
+        if self.settings.device != "cpu":
             return 1
         return max(1, min(self.settings.n_process, n_batches // MIN_BATCHES_PER_WORKER))
 
