@@ -111,10 +111,11 @@ class EmbedSettings(_Section):
     device: str = "cpu"
     n_process: int = Field(default=2, ge=1)
     """Worker processes for a large batch of texts, each running the model on one thread,
-    forked from the run so that they share its loaded model. On a 2-core host two such
-    workers embedded 1.11-1.19x as fast as one process using both cores
-    (benchmarks/bench_embed_throughput.py). 1 embeds in the run's own process; a few
-    batches, or a device other than the CPU, always are."""
+    forked from the run so that they share its loaded model. On a 2-core bfloat16 host
+    two such workers embedded 1.12x as fast as one process using both cores, and level in
+    float32 (benchmarks/bench_embed_throughput.py); the full run's embedding took 316 s
+    against 365 s (benchmarks/bench_performance.py). 1 embeds in the run's own process; a
+    few batches, or a device other than the CPU, always are."""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Arithmetic of batch embedding. `auto`: bfloat16 on a CPU with native bfloat16
     matrix instructions (AVX512-BF16 or AMX), where it is about twice as fast and its
